@@ -1,0 +1,758 @@
+"""The CSV connector: a book is an accounts file plus an optional deals file, as a CRM report export writes them.
+
+`read_book` maps the files' own headers onto the canonical schema (`connectors.schema`) using the
+`[csv.accounts.columns]`, `[csv.deals.columns]` and `[csv.deals.stages]` tables of the config, and returns
+canonical frames for `scoring/` plus a `ParseReport` for the run summary. `write_scored` is the write-back: the
+original accounts file with the ICP columns appended. Anything a person must fix raises `BookError`, whose
+message names the file, the config key or row, and what is allowed.
+
+Reading rules worth knowing:
+
+* pandas parses the CSV (all cells as text, nothing turned into NaN by pandas, `utf-8-sig` so an Excel BOM is
+  dropped). A header of one cell holding `;` or tabs is re-read with that separator. Excel writes `;` in
+  locales whose decimal mark is a comma, so numbers in a `;` file default to a decimal comma when their
+  column does not settle it (see `connectors.schema`).
+* Header names match after trimming spaces, and case-insensitively when that is unambiguous.
+* An unmapped canonical column whose header is literally its canonical name (`id`, `domain`, ...) is taken as
+  is; `name` falls back to the id column; any other unmapped canonical column is all-missing. A mapping key that
+  is not canonical is an extra attribute, kept as a stripped string under that key.
+* Rows are numbered as a spreadsheet shows them: the header is row 1. Completely blank rows are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from connectors.schema import (
+    ACCOUNT_SCHEMA,
+    DEAL_SCHEMA,
+    Decimal,
+    Kind,
+    ParseReport,
+    conform,
+)
+
+ACCOUNTS_SECTION = "[csv.accounts.columns]"
+DEALS_SECTION = "[csv.deals.columns]"
+STAGES_SECTION = "[csv.deals.stages]"
+
+#: Columns `write_scored` appends, in this order (DESIGN section 5, HubSpot-style names).
+SCORE_COLUMNS: tuple[str, ...] = (
+    "icp_segment",
+    "icp_fit_score",
+    "icp_tier",
+    "icp_reasons",
+    "icp_scored_at",
+    "icp_model",
+)
+
+_READ_OPTIONS: dict[str, Any] = {
+    "dtype": str,
+    "keep_default_na": False,
+    "na_filter": False,  # every cell stays the text it was; the schema parsers decide what is missing
+    "encoding": "utf-8-sig",  # drops the BOM Excel puts in front of "CSV UTF-8" files
+    "index_col": False,  # never turn a first column into the index when a row has an extra field
+    "skip_blank_lines": False,  # keep blank lines so index + 2 stays the spreadsheet row number
+}
+_CHUNK_ROWS = 200_000  # rows per read: bounds the memory of the unmapped columns
+_MAX_LISTED = 10  # ids/rows named in one error message
+_MAX_HEADERS_LISTED = 40
+
+# A cell a spreadsheet would evaluate: OWASP's =, +, -, @, tab and carriage return, plus NUL (OWASP ASVS).
+_FORMULA_START = r"^[=+\-@\t\r\x00]"
+# ... except a plain negative number: prefixing "-12.5" with a quote would turn a number into text in every
+# spreadsheet and break sums, and a bare number cannot call anything. A lone "-" (an export's "no value") is
+# text to every spreadsheet, so it is kept too. "+1" is not exempt: it is rare as data and "+" starts DDE
+# payloads ("+cmd|...").
+_PLAIN_NEGATIVE = r"^-(?:(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)?$"
+
+
+class BookError(Exception):
+    """A CSV book that cannot be read or written as configured; the message says what to change.
+
+    `problems` holds one line per problem (the message lists them all), `path` the file concerned.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problems = tuple(problems) or (message,)
+
+
+@dataclass(frozen=True)
+class CsvBook:
+    """A parsed book: canonical accounts, canonical deals (None without a deals file), and what was skipped.
+
+    Deals whose account id is not in the accounts file are already left out of `deals` (and counted in
+    `report.orphan_deals`), so aggregates never credit an account that is not in the book.
+    """
+
+    accounts: pd.DataFrame
+    deals: pd.DataFrame | None
+    report: ParseReport
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def read_accounts(
+    path: str | os.PathLike[str], columns: Mapping[str, str], *, decimal: Decimal = "auto"
+) -> tuple[pd.DataFrame, ParseReport]:
+    """Read an accounts CSV into the canonical account frame (one row per account, RangeIndex)."""
+    layout = _inspect(path, "accounts")
+    mapping = _resolve(layout, columns, section=ACCOUNTS_SECTION, schema=ACCOUNT_SCHEMA, required=("id",))
+    accounts, report, rows = _conform(
+        *_read_mapped(layout, mapping), ACCOUNT_SCHEMA, "accounts", layout, decimal
+    )
+    if accounts.empty:
+        raise _no_rows(layout, "account")
+    _check_ids(accounts["id"], rows, layout, mapping["id"], "account")
+    unknown = accounts["parent_id"].notna() & ~accounts["parent_id"].isin(accounts["id"])
+    report.unknown_parents.add(rows[unknown], accounts["parent_id"][unknown])
+    return accounts, report
+
+
+def iter_accounts(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str],
+    chunksize: int = 100_000,
+    *,
+    decimal: Decimal = "auto",
+) -> Iterator[tuple[pd.DataFrame, ParseReport]]:
+    """Yield the canonical account frame chunk by chunk, each with its own report (`ParseReport.merge` them).
+
+    Memory stays bounded by `chunksize` rows, except for the set of ids seen so far, which is how duplicate
+    ids across chunks are caught (a `BookError`, raised when the second copy is reached). Parent ids are not
+    checked here (that needs the whole book), and with `decimal="auto"` each chunk votes on its own decimal
+    convention, so pin `decimal` when the file's locale is known.
+    """
+    if chunksize < 1:
+        raise ValueError("chunksize must be at least 1")
+    layout = _inspect(path, "accounts")
+    mapping = _resolve(layout, columns, section=ACCOUNTS_SECTION, schema=ACCOUNT_SCHEMA, required=("id",))
+    seen: dict[str, int] = {}
+    any_rows = False
+    for chunk in _chunks(layout, chunksize):
+        accounts, report, rows = _conform(
+            *_named(chunk, mapping, layout), ACCOUNT_SCHEMA, "accounts", layout, decimal
+        )
+        if accounts.empty:
+            continue
+        _check_ids(accounts["id"], rows, layout, mapping["id"], "account", seen=seen)
+        any_rows = True
+        yield accounts, report
+    if not any_rows:
+        raise _no_rows(layout, "account")
+
+
+def read_deals(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str],
+    stages: Mapping[str, Sequence[str]],
+    *,
+    decimal: Decimal = "auto",
+) -> tuple[pd.DataFrame, ParseReport]:
+    """Read a deals CSV into the canonical deal frame; `stages` = {"won": [...], "lost": [...]}.
+
+    Stage names match case-insensitively; a stage in neither list is an open deal, and each such stage is
+    counted in `report.unknown_stages` so a typo in the config shows up in the run summary.
+    """
+    deals, report, _ = _read_deals(path, columns, stages, decimal)
+    return deals, report
+
+
+def read_book(
+    accounts_path: str | os.PathLike[str],
+    deals_path: str | os.PathLike[str] | None,
+    account_columns: Mapping[str, str],
+    deal_columns: Mapping[str, str] | None = None,
+    stages: Mapping[str, Sequence[str]] | None = None,
+    *,
+    decimal: Decimal = "auto",
+) -> CsvBook:
+    """Read accounts and (optionally) deals; every configuration problem of both files is reported at once."""
+    problems: list[BookError] = []
+    try:
+        acc_layout = _inspect(accounts_path, "accounts")
+        _resolve(
+            acc_layout, account_columns, section=ACCOUNTS_SECTION, schema=ACCOUNT_SCHEMA, required=("id",)
+        )
+    except BookError as e:
+        problems.append(e)
+    if deals_path is not None:
+        try:
+            if deal_columns is None or stages is None:
+                raise BookError(
+                    f"{deals_path}: a deals file needs {DEALS_SECTION} (account_id and stage at least) and "
+                    f"{STAGES_SECTION} (won = [...], lost = [...])",
+                    path=Path(deals_path),
+                )
+            _check_deals_config(Path(deals_path), deal_columns, stages)
+        except BookError as e:
+            problems.append(e)
+    if problems:
+        raise BookError(
+            "\n".join(str(e) for e in problems),
+            path=problems[0].path,
+            problems=[p for e in problems for p in e.problems],
+        )
+
+    accounts, report = read_accounts(accounts_path, account_columns, decimal=decimal)
+    if deals_path is None:
+        return CsvBook(accounts=accounts, deals=None, report=report)
+    assert deal_columns is not None and stages is not None  # checked above
+    deals, deal_report, deal_rows = _read_deals(deals_path, deal_columns, stages, decimal)
+    report.merge(deal_report)
+    orphan = ~deals["account_id"].isin(accounts["id"]).to_numpy(dtype=bool)
+    report.orphan_deals.add(deal_rows[orphan], deals["account_id"][orphan])
+    deals = deals[~orphan].reset_index(drop=True)
+    return CsvBook(accounts=accounts, deals=deals, report=report)
+
+
+def write_scored(
+    accounts_path_in: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    scores: pd.DataFrame,
+    *,
+    columns: Mapping[str, str] | None = None,
+    chunksize: int = 100_000,
+) -> int:
+    """Write the original accounts file with the ICP columns appended; returns how many rows got a score.
+
+    `scores` is indexed by account id and holds `SCORE_COLUMNS`. `columns` is the same mapping as for
+    `read_accounts` (only its `id` entry matters; without it the file needs an `id` header). Every original
+    column, row and cell text is kept in order (quoting may differ, and blank lines above the header are
+    dropped), except that cells a spreadsheet would run as a formula are
+    prefixed with `'` (plain negative numbers such as `-12.5` are left alone). ICP columns already in the file
+    (a rescored output) are overwritten in place instead of duplicated. Rows with no score get empty ICP cells.
+    The file is written to a temporary file beside `out_path` and moved over it in one step, so readers see
+    the old file or the new one, never half of one; a BOM and CRLF line ends are kept if the input had them.
+    """
+    if chunksize < 1:
+        raise ValueError("chunksize must be at least 1")
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise ValueError(f"scores lacks column(s) {', '.join(missing)}; it needs {', '.join(SCORE_COLUMNS)}")
+    score_text = pd.DataFrame({c: _cell_text(scores[c]) for c in SCORE_COLUMNS})
+    score_text.index = pd.Index(scores.index.astype("string").str.strip(), name="id")
+    if score_text.index.has_duplicates:
+        dupes = score_text.index[score_text.index.duplicated()].unique()[:_MAX_LISTED]
+        raise ValueError(f"scores has more than one row for account id(s) {', '.join(map(str, dupes))}")
+
+    layout = _inspect(accounts_path_in, "accounts")
+    id_pos = _resolve(
+        layout, columns or {}, section=ACCOUNTS_SECTION, schema=ACCOUNT_SCHEMA, required=("id",)
+    )["id"]
+    stripped = [h.strip() for h in layout.headers]
+    # Reuse ICP columns already in the file so rescoring an output does not stack a second set.
+    targets = {}
+    width = len(layout.headers)
+    for c in SCORE_COLUMNS:
+        if c in stripped:
+            targets[c] = stripped.index(c)
+        else:
+            targets[c] = width
+            width += 1
+    header = list(layout.headers) + [c for c in SCORE_COLUMNS if targets[c] >= len(layout.headers)]
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    scored = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if layout.bom else "utf-8", newline="") as f:
+            write = {"sep": layout.sep, "index": False, "header": False, "lineterminator": layout.newline}
+            _neutralize(pd.DataFrame([header], dtype="string")).to_csv(f, **write)
+            for chunk in _chunks(layout, chunksize):
+                chunk.columns = range(chunk.shape[1])
+                ids = chunk[id_pos].str.strip()
+                matched = score_text.reindex(ids.to_numpy())
+                scored += int(matched.index.isin(score_text.index).sum())
+                for c in SCORE_COLUMNS:
+                    chunk[targets[c]] = matched[c].fillna("").to_numpy(dtype=object)
+                _neutralize(chunk.astype("string")).to_csv(f, **write)
+            if scored == 0 and len(score_text):
+                # Scores indexed by position instead of account id would otherwise write an unscored copy.
+                raise ValueError(
+                    f"none of the {len(score_text)} scored ids is an account id in {layout.path} (column "
+                    f"{_quoted(layout.headers[id_pos].strip())}); index scores by account id"
+                )
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes a 0600 file: keep the mode of the file we replace, else the usual rw-r--r--.
+        os.chmod(tmp_name, out.stat().st_mode & 0o7777 if out.exists() else 0o644)
+        os.replace(tmp_name, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    return scored
+
+
+def write_frame(frame: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
+    """Write a frame as UTF-8 CSV, formula cells neutralised, atomically (temp file, then one rename)."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            _neutralize(frame.astype("string")).to_csv(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    return out
+
+
+def neutralize_formulas(cells: pd.Series) -> pd.Series:
+    """Prefix `'` to every cell a spreadsheet would run as a formula; plain negative numbers are kept."""
+    s = cells.astype("string")
+    risky = s.str.contains(_FORMULA_START, regex=True).fillna(False) & ~s.str.fullmatch(
+        _PLAIN_NEGATIVE
+    ).fillna(False)
+    return s.mask(risky.astype(bool), "'" + s)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# File layout and pandas error translation
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the first bytes and the header row of a file tell us."""
+
+    path: Path
+    what: str  # "accounts" or "deals", for messages
+    headers: list[str]  # the header row exactly as written (pandas would rename duplicates)
+    sep: str
+    bom: bool
+    newline: str
+    skip: int = 0  # blank lines above the header
+
+    @property
+    def decimal_hint(self) -> Literal[".", ","]:
+        # Excel separates with ";" exactly in the locales whose decimal mark is ",".
+        return "," if self.sep == ";" else "."
+
+
+def _inspect(path: str | os.PathLike[str], what: str) -> _Layout:
+    p = Path(path)
+    if not p.exists():
+        raise BookError(
+            f"{p}: no such file; the {what} CSV must exist (check its path in your config)", path=p
+        )
+    if not p.is_file():
+        raise BookError(f"{p}: is a directory, not a CSV file; point the {what} path at the file", path=p)
+    with p.open("rb") as f:
+        head = f.read(65536)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise BookError(
+            f"{p}: is an Excel workbook, not a CSV file; in Excel use File > Save As > "
+            f'"CSV UTF-8 (Comma delimited)"',
+            path=p,
+        )
+    if b"\x00" in head:
+        raise BookError(
+            f"{p}: is a binary file, not a CSV file (or UTF-16 text); save it as CSV UTF-8", path=p
+        )
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise BookError(
+            f"{p}: is empty; expected a header row naming the columns, then one row per {what[:-1]}",
+            path=p,
+        )
+    bom = head.startswith(b"\xef\xbb\xbf")
+    # Blank lines above the header: pandas skips them for the header but not with skip_blank_lines=False.
+    body = head[3:] if bom else head
+    skip = body[: len(body) - len(body.lstrip(b" \t\r\n"))].count(b"\n")
+    first_line_end = head.find(b"\n")
+    newline = "\r\n" if first_line_end > 0 and head[first_line_end - 1 : first_line_end] == b"\r" else "\n"
+
+    # Read the header with pandas, then again with ";" or tab if it came back as one cell holding them:
+    # a European Excel "CSV" uses semicolons, and tab-separated exports exist too.
+    sep = ","
+    with _translated(_Layout(p, what, [], sep, bom, newline, skip)):
+        cells = pd.read_csv(p, header=None, nrows=1, sep=sep, **_header_options()).iloc[0].tolist()
+        if len(cells) == 1 and (";" in cells[0] or "\t" in cells[0]):
+            sep = ";" if cells[0].count(";") >= cells[0].count("\t") else "\t"
+            cells = pd.read_csv(p, header=None, nrows=1, sep=sep, **_header_options()).iloc[0].tolist()
+    return _Layout(p, what, [str(c) for c in cells], sep, bom, newline, skip)
+
+
+def _header_options() -> dict[str, Any]:
+    options = dict(_READ_OPTIONS)
+    del options["index_col"]
+    options["skip_blank_lines"] = True
+    return options
+
+
+@contextlib.contextmanager
+def _translated(layout: _Layout) -> Iterator[None]:
+    """Turn pandas' reading failures into `BookError`s a person can act on."""
+    p = layout.path
+    try:
+        with warnings.catch_warnings():
+            # pandas only warns when the first data row has more fields than the header, then drops data.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            yield
+    except pd.errors.ParserWarning:
+        raise BookError(
+            f"{p}: row {2 + layout.skip} has more fields than the header's {len(layout.headers)}; "
+            f"a value containing {_sep_name(layout.sep)} must be in double quotes",
+            path=p,
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise BookError(
+            f"{p}: is empty; expected a header row naming the columns, then one row per {layout.what[:-1]}",
+            path=p,
+        ) from None
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1].hex().upper() if isinstance(e.object, bytes) else "?"
+        raise BookError(
+            f"{p}: is not UTF-8 text (found byte 0x{bad}); save it as CSV UTF-8, or convert it, "
+            f"e.g. iconv -f WINDOWS-1252 -t UTF-8",
+            path=p,
+        ) from None
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        if m:
+            expected, line, saw = m.groups()
+            raise BookError(
+                f"{p}: line {line} has {saw} fields but the header has {expected}; "
+                f"a value containing {_sep_name(layout.sep)} must be in double quotes",
+                path=p,
+            ) from None
+        raise BookError(f"{p}: is not a readable CSV file ({e})", path=p) from None
+
+
+def _sep_name(sep: str) -> str:
+    return {",": "a comma", ";": "a semicolon", "\t": "a tab"}.get(sep, repr(sep))
+
+
+def _chunks(layout: _Layout, chunksize: int = _CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The file's rows, every column as text, `chunksize` rows at a time.
+
+    Every column is read even when few are mapped: with `usecols` pandas silently drops the extra fields of
+    a row with an unquoted separator, and the shifted values would be read as data. Chunks keep memory to
+    the mapped columns plus one chunk.
+    """
+    # The error translation wraps each read, not the yields, so a caller's exception is never rewritten.
+    with _translated(layout):
+        reader = pd.read_csv(
+            layout.path, sep=layout.sep, skiprows=layout.skip, chunksize=chunksize, **_READ_OPTIONS
+        )
+    with reader:
+        while True:
+            with _translated(layout):
+                chunk = next(reader, None)
+            if chunk is None:
+                return
+            yield chunk
+
+
+def _no_rows(layout: _Layout, noun: str) -> BookError:
+    return BookError(
+        f"{layout.path}: has a header but no rows; expected one row per {noun} below the header",
+        path=layout.path,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Column mapping
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _header_list(headers: Sequence[str]) -> str:
+    listed = ", ".join(_quoted(h) for h in headers[:_MAX_HEADERS_LISTED])
+    more = len(headers) - _MAX_HEADERS_LISTED
+    return listed + (f", ... and {more} more" if more > 0 else "")
+
+
+def _column_letter(position: int) -> str:
+    letters = ""
+    n = position + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(65 + r) + letters
+    return letters
+
+
+def _resolve(
+    layout: _Layout,
+    columns: Mapping[str, Any],
+    *,
+    section: str,
+    schema: Mapping[str, Kind],
+    required: Sequence[str],
+    derived: Sequence[str] = (),
+) -> dict[str, int]:
+    """Map canonical/extra names to header positions, or raise one `BookError` listing every problem."""
+    if not isinstance(columns, Mapping):
+        raise BookError(f'{section} must be a table of name = "header" entries', path=layout.path)
+    name = layout.path.name
+    headers = [h.strip() for h in layout.headers]
+    exact: dict[str, list[int]] = {}
+    folded: dict[str, list[int]] = {}
+    for i, h in enumerate(headers):
+        exact.setdefault(h, []).append(i)
+        folded.setdefault(h.casefold(), []).append(i)
+
+    problems: list[str] = []
+    resolved: dict[str, int] = {}
+    for key, header in columns.items():
+        if key in derived:
+            problems.append(f"{section} {key}: is derived from {STAGES_SECTION}; remove it from {section}")
+            continue
+        if not isinstance(header, str) or not header.strip():
+            problems.append(f"{section} {key} = {header!r}: must be a header of {name}, in quotes")
+            continue
+        want = header.strip()
+        found = exact.get(want) or folded.get(want.casefold(), [])
+        if not found:
+            close = difflib.get_close_matches(want, headers, n=1, cutoff=0.6)
+            hint = f" (did you mean {_quoted(close[0])}?)" if close else ""
+            problems.append(
+                f"{section} {key} = {_quoted(header)}: no such header in {name}{hint}; "
+                f"headers are: {_header_list(headers)}"
+            )
+        elif len(found) > 1:
+            where = ", ".join(_column_letter(i) for i in found)
+            problems.append(
+                f"{section} {key} = {_quoted(header)}: {name} has {len(found)} columns headed "
+                f"{_quoted(headers[found[0]])} (columns {where}); rename all but one"
+            )
+        else:
+            resolved[key] = found[0]
+
+    # Unmapped canonical columns are taken from a header that is literally their name (exactly, once).
+    for key in schema:
+        if key not in columns and key not in derived and len(exact.get(key, [])) == 1:
+            resolved[key] = exact[key][0]
+    if "name" in schema and "name" not in resolved and "name" not in columns and "id" in resolved:
+        resolved["name"] = resolved["id"]
+    for key in required:
+        if key not in resolved and key not in columns:
+            problems.append(
+                f"{section} {key} is required: map it to one of the headers: {_header_list(headers)}"
+            )
+    if problems:
+        raise BookError(
+            f"{layout.path}: {len(problems)} problem(s) with {section}:\n  " + "\n  ".join(problems),
+            path=layout.path,
+            problems=problems,
+        )
+    return resolved
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rows to canonical frames
+
+
+def _named(
+    chunk: pd.DataFrame, mapping: Mapping[str, int], layout: _Layout
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The mapped columns under their canonical names, without blank rows, and each row's spreadsheet number."""
+    # A blank line (or a row of empty cells) is not a record; its number still counts, as in a spreadsheet.
+    keep = ~chunk.eq("").all(axis=1).to_numpy(dtype=bool)
+    named = pd.DataFrame(
+        {key: chunk.iloc[keep, pos] for key, pos in mapping.items()}, index=chunk.index[keep]
+    )
+    return named, pd.Series(named.index.to_numpy() + 2 + layout.skip, index=named.index)
+
+
+def _read_mapped(layout: _Layout, mapping: Mapping[str, int]) -> tuple[pd.DataFrame, pd.Series]:
+    parts = [_named(chunk, mapping, layout) for chunk in _chunks(layout)]
+    if not parts:
+        return pd.DataFrame({key: pd.Series(dtype="string") for key in mapping}), pd.Series(dtype="int64")
+    return pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts])
+
+
+def _conform(
+    named: pd.DataFrame,
+    rows: pd.Series,
+    schema: Mapping[str, Kind],
+    table: str,
+    layout: _Layout,
+    decimal: Decimal,
+) -> tuple[pd.DataFrame, ParseReport, pd.Series]:
+    """The canonical frame (RangeIndex), its report, and the spreadsheet row of each of its rows."""
+    frame, report = conform(
+        named, schema, table=table, rows=rows, decimal=decimal, fallback=layout.decimal_hint
+    )
+    return frame.reset_index(drop=True), report, rows.reset_index(drop=True)
+
+
+def _check_ids(
+    ids: pd.Series,
+    rows: pd.Series,
+    layout: _Layout,
+    position: int,
+    noun: str,
+    *,
+    seen: dict[str, int] | None = None,
+    allow_blank: bool = False,
+) -> None:
+    """Raise a `BookError` for blank or repeated ids, naming them and their spreadsheet rows."""
+    header = _quoted(layout.headers[position].strip())
+    blank = ids.isna().to_numpy(dtype=bool)
+    if blank.any() and not allow_blank:
+        listed = rows[blank].head(_MAX_LISTED).astype(str).tolist()
+        more = int(blank.sum()) - len(listed)
+        raise BookError(
+            f"{layout.path}: row(s) {', '.join(listed)}{f' and {more} more' if more > 0 else ''} have no "
+            f"{noun} id in column {header}; every {noun} needs one",
+            path=layout.path,
+        )
+    present = ids[~blank]
+    dup_mask = np.array(present.duplicated(keep=False), dtype=bool)
+    earlier: dict[str, list[int]] = {}
+    if seen is not None and not seen.keys().isdisjoint(present.tolist()):
+        repeat = present.isin(seen.keys()).to_numpy(dtype=bool)
+        earlier = {i: [seen[i]] for i in present[repeat].unique()}
+        dup_mask |= repeat
+    if dup_mask.any():
+        dup_rows = pd.DataFrame({"id": present[dup_mask], "row": rows[~blank][dup_mask]})
+        grouped = dup_rows.groupby("id", sort=False)["row"].apply(list)
+        details = [
+            f"{_quoted(str(i))} on rows {_and_list(earlier.get(i, []) + r)}"
+            for i, r in grouped.head(_MAX_LISTED).items()
+        ]
+        more = len(grouped) - len(details)
+        raise BookError(
+            f"{layout.path}: duplicate {noun} ids in column {header} (each {noun} must appear once): "
+            + "; ".join(details)
+            + (f"; and {more} more" if more > 0 else ""),
+            path=layout.path,
+        )
+    if seen is not None:
+        seen.update(zip(present.tolist(), rows[~blank].tolist(), strict=True))
+
+
+def _and_list(items: Sequence[Any]) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Deals
+
+
+def _stage_sets(stages: Any) -> tuple[set[str], set[str], list[str]]:
+    """The case-folded won and lost stage names, and any problems with `[csv.deals.stages]`."""
+    problems: list[str] = []
+    if not isinstance(stages, Mapping):
+        return set(), set(), [f'{STAGES_SECTION} must be a table: won = ["..."], lost = ["..."]']
+    for key in stages:
+        if key not in ("won", "lost"):
+            problems.append(
+                f"{STAGES_SECTION} {key}: unknown key; allowed keys are won and lost (other stages count as open)"
+            )
+    sets: dict[str, set[str]] = {}
+    for key in ("won", "lost"):
+        value = stages.get(key, [])
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, Sequence) or not all(isinstance(n, str) and n.strip() for n in names):
+            problems.append(f"{STAGES_SECTION} {key} = {value!r}: must be a list of stage names in quotes")
+            names = []
+        sets[key] = {n.strip().casefold() for n in names}
+    if not sets["won"] and not any(p.startswith(f"{STAGES_SECTION} won =") for p in problems):
+        problems.append(
+            f'{STAGES_SECTION} won is required: list the stage names that mean a won deal, e.g. won = ["Closed Won"]'
+        )
+    both = sorted(sets["won"] & sets["lost"])
+    if both:
+        problems.append(
+            f"{STAGES_SECTION} {', '.join(_quoted(s) for s in both)}: listed under both won and lost; keep each in one"
+        )
+    return sets["won"], sets["lost"], problems
+
+
+def _check_deals_config(
+    path: Path, columns: Mapping[str, str], stages: Mapping[str, Sequence[str]]
+) -> tuple[_Layout, dict[str, int], set[str], set[str]]:
+    layout = _inspect(path, "deals")
+    won, lost, problems = _stage_sets(stages)
+    try:
+        mapping = _resolve(
+            layout,
+            columns,
+            section=DEALS_SECTION,
+            schema=DEAL_SCHEMA,
+            required=("account_id", "stage"),
+            derived=("is_won", "is_closed"),
+        )
+    except BookError as e:
+        problems = list(e.problems) + problems
+        mapping = {}
+    if problems:
+        raise BookError(
+            f"{layout.path}: {len(problems)} problem(s) with {DEALS_SECTION} / {STAGES_SECTION}:\n  "
+            + "\n  ".join(problems),
+            path=layout.path,
+            problems=problems,
+        )
+    return layout, mapping, won, lost
+
+
+def _read_deals(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, str],
+    stages: Mapping[str, Sequence[str]],
+    decimal: Decimal,
+) -> tuple[pd.DataFrame, ParseReport, pd.Series]:
+    layout, mapping, won, lost = _check_deals_config(Path(path), columns, stages)
+    named, rows = _read_mapped(layout, mapping)
+    if named.empty:
+        raise BookError(
+            f"{layout.path}: has a header but no rows; expected one row per deal below the header "
+            f"(leave the deals file out of the config if the book has no deals)",
+            path=layout.path,
+        )
+    deals, report, rows = _conform(named, rows, DEAL_SCHEMA, "deals", layout, decimal)
+    if "id" in mapping:
+        _check_ids(deals["id"], rows, layout, mapping["id"], "deal", allow_blank=True)
+
+    stage_key = deals["stage"].str.casefold()
+    is_won = stage_key.isin(won).to_numpy(dtype=bool)
+    is_closed = is_won | stage_key.isin(lost).to_numpy(dtype=bool)
+    deals["is_won"] = pd.array(is_won, dtype="boolean")
+    deals["is_closed"] = pd.array(is_closed, dtype="boolean")
+    open_stages = deals["stage"][~is_closed].fillna("(blank)").value_counts()
+    report.unknown_stages = {str(k): int(v) for k, v in open_stages.items()}
+    return deals, report, rows
+
+
+def _cell_text(values: pd.Series) -> pd.Series:
+    """Score values as the text a CRM/spreadsheet expects: whole numbers without ".0", UTC times as ISO 8601."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        dt = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
+        return dt.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype("string").fillna("")
+    if pd.api.types.is_float_dtype(values.dtype):
+        v = values.to_numpy(dtype=float, na_value=np.nan)
+        if np.all(np.isnan(v) | (np.isfinite(v) & (np.floor(v) == v))):
+            return values.astype("Int64").astype("string").fillna("")
+    return values.astype("string").fillna("")
+
+
+def _neutralize(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.apply(neutralize_formulas)

@@ -1,0 +1,521 @@
+"""The canonical account/deal schema and the value parsers every connector shares.
+
+Connectors (CSV now, Salesforce and HubSpot later) hand raw CRM values to `conform`, which returns frames in
+the shape DESIGN section 3 describes, plus a `ParseReport` of the values it had to leave missing; `scoring/`
+only ever sees the canonical shape. Missing stays missing (`pd.NA`/`NaT`), never a silent 0.
+
+Every parser is vectorised over a whole column (pandas `.str` + regex) and returns a `Parsed` pair: the
+parsed values and a mask of cells that held something but could not be read, so callers can count them.
+Choices worth knowing (tests pin each one):
+
+* Placeholders `""`, `n/a`, `N/A`, `na`, `n.a.`, `-`, `--`, dashes, `none`, `null`, `nil`, `nan`, `#N/A` are
+  missing on purpose: they become NA and are *not* counted as unparseable.
+* Numbers accept grouping (`1,200`, `1 200`, `1.200,50`), a currency symbol or ISO code (`$`, `€`, `USD`;
+  dropped, no FX: a CRM amount is in one currency), a unit `k`/`m`/`mm`/`mn`/`b`/`bn` (`$2.5M`, `2.5k`), a
+  sign or accounting parentheses, and an exponent on ungrouped digits (`1.5E+06`, as Excel writes).
+* Percentages (`12%`) are unparseable: no canonical column is a ratio, and reading `12%` as 12 or 0.12 would
+  both be a silent guess. Ranges (`50-100`), bounds (`500+`) and prose (`about 50`) are unparseable too.
+* Decimal convention: `1,200` reads 1200 with `.` as decimal point (US/UK) and 1.2 with `,` (most of Europe).
+  With `decimal="auto"` a column's convention is voted by its cells that can only be read one way
+  (`1,200.50`, `12.5`, `1.200.000` ...); no such cell means the caller's `fallback` (`.` unless told). Cells that only read in the losing
+  convention, and, on a tie, every cell whose value depends on the convention, are left NA and counted: a
+  column that mixes `1.200,50` and `1,200.50` is not one we can trust. Pass `decimal="."` or `","` to pin it
+  (a chunked reader should, since each chunk votes on its own).
+* Datetimes are ISO 8601 only (`YYYY-MM-DD`, optionally `THH:MM[:SS[.fff]]`, `Z` or `+HH:MM`); `03/04/2024`
+  is unparseable because day-first and month-first both read it. Naive values are taken as UTC (what CRM
+  APIs and their exports use).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+Kind = Literal["string", "domain", "int", "number", "datetime", "boolean"]
+Decimal = Literal["auto", ".", ","]
+
+#: pandas dtype each kind of column ends up with.
+KIND_DTYPES: dict[str, str] = {
+    "string": "string",
+    "domain": "string",
+    "int": "Int64",
+    "number": "Float64",
+    "datetime": "datetime64[us, UTC]",
+    "boolean": "boolean",
+}
+
+#: Canonical account columns, in output order (DESIGN section 3).
+ACCOUNT_SCHEMA: dict[str, Kind] = {
+    "id": "string",
+    "name": "string",
+    "domain": "domain",
+    "industry": "string",
+    "employees": "int",
+    "annual_revenue": "number",
+    "country": "string",
+    "state": "string",
+    "city": "string",
+    "parent_id": "string",
+    "account_type": "string",
+    "created_at": "datetime",
+    "modified_at": "datetime",
+}
+
+#: Canonical deal columns, in output order; `is_won`/`is_closed` come from the stage mapping in CSV books.
+DEAL_SCHEMA: dict[str, Kind] = {
+    "id": "string",
+    "account_id": "string",
+    "amount": "number",
+    "stage": "string",
+    "is_won": "boolean",
+    "is_closed": "boolean",
+    "created_at": "datetime",
+    "closed_at": "datetime",
+    "lead_source": "string",
+}
+
+ACCOUNT_COLUMNS: tuple[str, ...] = tuple(ACCOUNT_SCHEMA)
+DEAL_COLUMNS: tuple[str, ...] = tuple(DEAL_SCHEMA)
+
+# Cells that mean "no value" in exports; lower-cased, compared after stripping.
+NA_TOKENS = frozenset(
+    {"", "n/a", "na", "n.a.", "none", "null", "nil", "nan", "#n/a", "-", "--", "\u2013", "\u2014"}
+)
+
+_SP = "[ \u00a0\u202f]"  # space, no-break space, narrow no-break space: all used as thousands separators
+_CURRENCY = (
+    r"(?:[a-z]{0,2}\$|€|£|¥|₹|₩|₽|₺"
+    r"|usd|eur|gbp|chf|cad|aud|nzd|jpy|cny|sek|nok|dkk|pln|czk|huf|brl|inr|mxn|zar)"
+)
+# Shape of a number cell (matched on the lower-cased, stripped text); the body's separators are judged after.
+_NUMBER_SHAPE = (
+    r"^(?P<open>\()?\s*(?P<sign>[-+\u2212])?\s*(?:" + _CURRENCY + r")?\s*(?P<sign2>[-+\u2212])?\s*"
+    r"(?P<body>[0-9.,\u00a0\u202f ]*[0-9])(?P<exp>e[-+]?[0-9]+)?"
+    r"\s*(?P<unit>k|mm|mn|m|bn|b)?\s*(?:" + _CURRENCY + r")?\s*(?P<close>\))?$"
+)
+# Thousands groups never lead with 0: "0.500" and "0,500" are decimals, not 500.
+_BODY_POINT = (
+    r"^(?:[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?|[1-9]\d{0,2}(?:" + _SP + r"\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)$"
+)
+_BODY_COMMA = (
+    r"^(?:[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?|[1-9]\d{0,2}(?:" + _SP + r"\d{3})+(?:,\d+)?|\d*,\d+|\d+)$"
+)
+_BODY_PLAIN = r"^(?:\d+|\d*[.,]\d+)$"  # the only bodies an exponent may follow
+_PLAIN_NUMBER = r"-?\d+(?:\.\d+)?"
+_UNITS = {"k": 1e3, "m": 1e6, "mm": 1e6, "mn": 1e6, "b": 1e9, "bn": 1e9}
+_MAX_EXACT_INT = 2**53  # beyond this a float no longer holds every integer
+
+# A host that needs no rewriting: ASCII labels, the last one not all digits (so no IP address).
+_BARE_HOST = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z][a-z0-9-]*"
+_ISO_DATETIME = (
+    r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?\s*(?:z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+
+
+class Parsed(NamedTuple):
+    """A parsed column and the mask of cells that held a value we could not read (left missing)."""
+
+    values: pd.Series
+    unparseable: pd.Series
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Value parsers
+
+
+def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes into the distinct values (NA -> -1): CRM columns repeat a lot, so parsers work on distinct values."""
+    codes, uniques = pd.factorize(s.astype("string"))
+    return codes, pd.Series(uniques, dtype="string")
+
+
+def _take(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
+    """Spread per-distinct-value results back over the column; code -1 (NA) gets `fill`."""
+    out = np.full(len(codes), fill, dtype=values.dtype if len(values) else object)
+    present = codes >= 0
+    out[present] = values[codes[present]]
+    return out
+
+
+def clean_string(raw: pd.Series) -> pd.Series:
+    """Strip surrounding whitespace and turn empty cells into NA; Unicode is kept exactly as written."""
+    codes, u = _factorize(raw)
+    stripped = u.str.strip()
+    stripped = stripped.mask(stripped == "")
+    return pd.Series(stripped.array.take(codes, allow_fill=True), index=raw.index)
+
+
+def _text(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Stripped text and the mask of placeholder cells (NA, empty, `n/a`, `-` ...), which are not errors."""
+    codes, u = _factorize(raw)
+    stripped = u.str.strip()
+    placeholder = (stripped.isna() | stripped.str.lower().isin(NA_TOKENS)).to_numpy(dtype=bool)
+    s = pd.Series(stripped.array.take(codes, allow_fill=True), index=raw.index)
+    return s, pd.Series(_take(placeholder, codes, True).astype(bool), index=raw.index)
+
+
+def _as_float(text: pd.Series, ok: np.ndarray) -> np.ndarray:
+    return pd.to_numeric(text.where(ok), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+class _Readings(NamedTuple):
+    """Each distinct cell read with "." and with "," as decimal mark (unsigned), and its sign x unit factor."""
+
+    point_ok: np.ndarray
+    comma_ok: np.ndarray
+    point_val: np.ndarray
+    comma_val: np.ndarray
+    factor: np.ndarray
+
+
+def _read_numbers(u: pd.Series) -> _Readings:
+    n = len(u)
+    point_ok, comma_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    point_val, comma_val = np.full(n, np.nan), np.full(n, np.nan)
+    factor = np.ones(n)
+
+    # Fast path for what most cells are, "1200" or "1087000.0": pandas parses these in C.
+    simple = u.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+    if simple.any():
+        fast = u[simple]
+        value = pd.to_numeric(fast, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        no_dot = ~fast.str.contains(".", regex=False).to_numpy(dtype=bool)
+        # "1.200" is also 1200 with a decimal comma; "1087000.0" and "12.5" read only one way.
+        grouped = fast.str.fullmatch(r"-?[1-9]\d{0,2}\.\d{3}").fillna(False).to_numpy(dtype=bool)
+        point_ok[simple], point_val[simple] = True, value
+        comma_ok[simple] = no_dot | grouped
+        comma_val[simple] = np.where(
+            no_dot, value, _as_float(fast.str.replace(".", "", regex=False), np.ones(len(fast), dtype=bool))
+        )
+    rest = ~simple
+    if not rest.any():
+        return _Readings(point_ok, comma_ok, point_val, comma_val, factor)
+
+    parts = u[rest].str.lower().str.extract(_NUMBER_SHAPE)
+    body, exp, unit = parts["body"], parts["exp"], parts["unit"]
+    has = parts.notna()
+    shaped = (
+        body.notna()
+        & (has["open"] == has["close"])  # "(12" is not accounting notation
+        & ~(has["sign"] & has["sign2"])
+        & ~(has["open"] & (has["sign"] | has["sign2"]))
+        & ~(has["exp"] & has["unit"])
+        & ~(has["exp"] & ~body.str.fullmatch(_BODY_PLAIN).fillna(False).astype(bool))
+    ).to_numpy(dtype=bool)
+    p = shaped & body.str.fullmatch(_BODY_POINT).fillna(False).to_numpy(dtype=bool)
+    c = shaped & body.str.fullmatch(_BODY_COMMA).fillna(False).to_numpy(dtype=bool)
+    exp_text = exp.fillna("")
+    point_ok[rest], comma_ok[rest] = p, c
+    point_val[rest] = _as_float(body.str.replace(r"[,\s\u00a0\u202f]", "", regex=True) + exp_text, p)
+    comma_val[rest] = _as_float(
+        body.str.replace(r"[.\s\u00a0\u202f]", "", regex=True).str.replace(",", ".", regex=False) + exp_text,
+        c,
+    )
+    negative = (
+        parts["sign"].isin(["-", "\u2212"]).to_numpy(dtype=bool)
+        | parts["sign2"].isin(["-", "\u2212"]).to_numpy(dtype=bool)
+        | has["open"].to_numpy(dtype=bool)
+    )
+    factor[rest] = np.where(negative, -1.0, 1.0) * unit.map(_UNITS).to_numpy(dtype=float, na_value=1.0)
+    return _Readings(point_ok, comma_ok, point_val, comma_val, factor)
+
+
+def parse_number(raw: pd.Series, *, decimal: Decimal = "auto", fallback: Literal[".", ","] = ".") -> Parsed:
+    """Parse a column of human-written numbers into Float64; see the module docstring for what is read.
+
+    `fallback` is the decimal mark `decimal="auto"` assumes when no cell of the column settles it.
+    """
+    if decimal not in ("auto", ".", ",") or fallback not in (".", ","):
+        raise ValueError(
+            f'decimal must be "auto", "." or "," and fallback "." or ",", not {decimal!r}/{fallback!r}'
+        )
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        # Already numbers (an API connector): only non-finite values are unreadable.
+        values = pd.array(raw.to_numpy(dtype=float, na_value=np.nan), dtype="Float64")
+        bad = pd.Series(np.isinf(raw.to_numpy(dtype=float, na_value=np.nan)), index=raw.index)
+        return Parsed(pd.Series(values, index=raw.index).mask(bad), bad)
+
+    s, placeholder = _text(raw)
+    codes, u = _factorize(s.mask(placeholder))
+    r = _read_numbers(u)
+    p, c = r.point_ok, r.comma_ok
+    if decimal == ".":
+        chosen = np.where(p, r.point_val, np.nan)
+    elif decimal == ",":
+        chosen = np.where(c, r.comma_val, np.nan)
+    else:
+        # Vote with the cells that read only one way; "1,200" and "1.200" read both ways and abstain.
+        counts = np.bincount(codes[codes >= 0], minlength=len(u))
+        point_votes, comma_votes = int(counts[p & ~c].sum()), int(counts[c & ~p].sum())
+        if comma_votes > point_votes or (comma_votes == point_votes == 0 and fallback == ","):
+            chosen = np.where(c, r.comma_val, np.nan)
+        elif point_votes > comma_votes or point_votes == 0:
+            chosen = np.where(p, r.point_val, np.nan)
+        else:
+            # A tie between conventions: keep only cells whose value does not depend on it ("1200", "1 200").
+            same = p & c & (r.point_val == r.comma_val)
+            chosen = np.where(same, r.point_val, np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        distinct = chosen * r.factor
+    distinct[~np.isfinite(distinct)] = np.nan
+    values = _take(distinct, codes, np.nan).astype(float)
+    parsed = pd.Series(pd.array(values, dtype="Float64"), index=raw.index)
+    return Parsed(parsed, (~placeholder & parsed.isna()).astype(bool))
+
+
+def parse_int(raw: pd.Series, *, decimal: Decimal = "auto", fallback: Literal[".", ","] = ".") -> Parsed:
+    """Parse a column of counts into Int64; a number that is not whole (`12.5`, `1.5`) is unparseable."""
+    number, bad = parse_number(raw, decimal=decimal, fallback=fallback)
+    v = number.to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) <= _MAX_EXACT_INT)
+    not_whole = pd.Series(~whole & ~np.isnan(v), index=raw.index)
+    values = pd.Series(pd.array(np.where(whole, v, np.nan), dtype="Float64"), index=raw.index).astype("Int64")
+    return Parsed(values, (bad | not_whole).astype(bool))
+
+
+def parse_datetime(raw: pd.Series) -> Parsed:
+    """Parse ISO 8601 dates/datetimes into UTC (`datetime64[us, UTC]`); naive values are taken as UTC."""
+    dtype = KIND_DTYPES["datetime"]
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        dt = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize("UTC")
+        return Parsed(dt.dt.tz_convert("UTC").astype(dtype), pd.Series(False, index=raw.index))
+    s, placeholder = _text(raw)
+    codes, u = _factorize(s.mask(placeholder))  # dates repeat a lot: parse each distinct text once
+    iso = u.str.lower().str.fullmatch(_ISO_DATETIME).fillna(False).astype(bool)
+    distinct = pd.to_datetime(u.where(iso), format="ISO8601", utc=True, errors="coerce").astype(dtype)
+    parsed = pd.Series(distinct.array.take(codes, allow_fill=True), index=raw.index)
+    return Parsed(parsed, (~placeholder & parsed.isna()).astype(bool))
+
+
+def normalize_domain(raw: pd.Series) -> Parsed:
+    """Reduce websites and e-mail addresses to a bare lower-case host: `https://www.Acme.com/about` -> `acme.com`.
+
+    A cell that is not a host name afterwards (no dot, spaces, several domains in one cell) is unparseable.
+    """
+    s, placeholder = _text(raw)
+    low = s.str.lower()
+    # Most cells are already a bare host ("acme.com"): only the others go through the rewriting below.
+    bare = (low.str.fullmatch(_BARE_HOST).fillna(False) & ~low.str.startswith("www").fillna(False)).to_numpy(
+        dtype=bool
+    )
+    messy_at = np.flatnonzero(~bare & ~placeholder.to_numpy(dtype=bool))
+    messy = low.iloc[messy_at]
+    host = (
+        messy.str.replace(r"^[a-z][a-z0-9+.\-]*://", "", regex=True)  # scheme
+        .str.replace(r"^mailto:", "", regex=True)
+        .str.replace(r"[/?#].*$", "", regex=True)  # path, query, fragment
+        .str.replace(r"^.*@", "", regex=True)  # e-mail local part or URL user info
+        .str.replace(r":\d+$", "", regex=True)  # port
+        .str.replace(r"^www\d*\.", "", regex=True)
+        .str.rstrip(".")
+    )
+    valid = (
+        host.str.fullmatch(r"[^\s./:@,;]+(?:\.[^\s./:@,;]+)+").fillna(False)
+        & ~host.str.contains(r"\.\d+$", regex=True).fillna(False)  # an IP address or a decimal is no domain
+    ).astype(bool)
+    ok = valid.to_numpy(dtype=bool)
+    values = low.where(bare)
+    values.iloc[messy_at[ok]] = host[ok].to_numpy()
+    bad = np.zeros(len(raw), dtype=bool)
+    bad[messy_at[~ok]] = True
+    return Parsed(values, pd.Series(bad, index=raw.index))
+
+
+def parse_bool(raw: pd.Series) -> Parsed:
+    """Parse `true/false`, `yes/no`, `y/n`, `t/f`, `1/0` (any case) into the nullable boolean dtype."""
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return Parsed(raw.astype("boolean"), pd.Series(False, index=raw.index))
+    s, placeholder = _text(raw)
+    low = s.str.lower()
+    is_true, is_false = low.isin(_TRUE).astype(bool), low.isin(_FALSE).astype(bool)
+    values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+    values[is_true] = True
+    values[is_false] = False
+    return Parsed(values, (~placeholder & ~is_true & ~is_false).astype(bool))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parse report
+
+
+@dataclass
+class Tally:
+    """How many cells or records something happened to, with up to `EXAMPLES` (row, raw value) examples.
+
+    For CSV books a row is the spreadsheet row (header = row 1); API connectors may use the record's position.
+    """
+
+    count: int = 0
+    examples: list[tuple[int, str]] = field(default_factory=list)
+
+    EXAMPLES = 3
+
+    def add(self, rows: Sequence[int] | pd.Series | np.ndarray, values: Sequence[Any] | pd.Series) -> None:
+        rows, values = list(rows), list(values)
+        self.count += len(rows)
+        room = self.EXAMPLES - len(self.examples)
+        if room > 0:
+            self.examples.extend(
+                (int(r), "" if _is_missing(v) else str(v))
+                for r, v in zip(rows[:room], values[:room], strict=True)
+            )
+
+    def merge(self, other: Tally) -> None:
+        self.count += other.count
+        self.examples.extend(other.examples[: max(0, self.EXAMPLES - len(self.examples))])
+
+    def describe_examples(self) -> str:
+        return "; ".join(f'row {row}: "{value}"' for row, value in self.examples)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass
+class ParseReport:
+    """What reading a book left missing or set aside, for the run summary. Nothing here stops a run.
+
+    `unparseable` is keyed `"<table>.<column>"` (e.g. `"accounts.employees"`); `unknown_stages` maps each deal
+    stage that is in neither the won nor the lost list (so treated as open) to its number of deals.
+    """
+
+    rows: dict[str, int] = field(default_factory=dict)
+    unparseable: dict[str, Tally] = field(default_factory=dict)
+    orphan_deals: Tally = field(default_factory=Tally)
+    unknown_parents: Tally = field(default_factory=Tally)
+    unknown_stages: dict[str, int] = field(default_factory=dict)
+
+    def note_unparseable(self, key: str, mask: pd.Series, raw: pd.Series, rows: pd.Series) -> None:
+        """Count the cells of `raw` under `mask` as unreadable for column `key`."""
+        mask = mask.to_numpy(dtype=bool)
+        if mask.any():
+            self.unparseable.setdefault(key, Tally()).add(rows[mask], raw[mask])
+
+    @property
+    def unparseable_total(self) -> int:
+        return sum(t.count for t in self.unparseable.values())
+
+    def merge(self, other: ParseReport) -> ParseReport:
+        """Fold `other` (e.g. the next chunk, or the deals file) into this report; returns self."""
+        for table, n in other.rows.items():
+            self.rows[table] = self.rows.get(table, 0) + n
+        for key, tally in other.unparseable.items():
+            self.unparseable.setdefault(key, Tally()).merge(tally)
+        self.orphan_deals.merge(other.orphan_deals)
+        self.unknown_parents.merge(other.unknown_parents)
+        for stage, n in other.unknown_stages.items():
+            self.unknown_stages[stage] = self.unknown_stages.get(stage, 0) + n
+        return self
+
+    def lines(self) -> list[str]:
+        """One plain sentence per finding, for the run summary."""
+        out = []
+        for key, t in sorted(self.unparseable.items()):
+            out.append(f"{key}: {t.count} unreadable value(s) left missing (e.g. {t.describe_examples()})")
+        if self.orphan_deals.count:
+            t = self.orphan_deals
+            out.append(
+                f"deals: {t.count} deal(s) name an account id not in the accounts file and are left out "
+                f"(e.g. {t.describe_examples()})"
+            )
+        if self.unknown_parents.count:
+            t = self.unknown_parents
+            out.append(
+                f"accounts.parent_id: {t.count} parent id(s) match no account; kept as written "
+                f"(e.g. {t.describe_examples()})"
+            )
+        if self.unknown_stages:
+            listed = ", ".join(
+                f'"{stage}" ({n})'
+                for stage, n in sorted(self.unknown_stages.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
+            out.append(
+                f"deals.stage: {len(self.unknown_stages)} stage(s) are neither won nor lost, "
+                f"so their deals count as open: {listed}"
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for `--json` output."""
+
+        def tally(t: Tally) -> dict[str, Any]:
+            return {"count": t.count, "examples": [{"row": r, "value": v} for r, v in t.examples]}
+
+        return {
+            "rows": dict(self.rows),
+            "unparseable": {k: tally(t) for k, t in sorted(self.unparseable.items())},
+            "orphan_deals": tally(self.orphan_deals),
+            "unknown_parents": tally(self.unknown_parents),
+            "unknown_stages": dict(sorted(self.unknown_stages.items())),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conforming a raw frame to the schema
+
+
+def empty_column(kind: Kind, index: pd.Index) -> pd.Series:
+    """An all-missing column of the kind's dtype (an unmapped canonical column)."""
+    if kind == "datetime":
+        return pd.Series(pd.NaT, index=index, dtype=KIND_DTYPES[kind])
+    return pd.Series(pd.NA, index=index, dtype=KIND_DTYPES[kind])
+
+
+def parse_column(
+    raw: pd.Series, kind: Kind, *, decimal: Decimal = "auto", fallback: Literal[".", ","] = "."
+) -> Parsed:
+    """Parse one raw column as `kind`."""
+    if kind in ("string",):
+        return Parsed(clean_string(raw), pd.Series(False, index=raw.index))
+    if kind == "domain":
+        return normalize_domain(raw)
+    if kind == "int":
+        return parse_int(raw, decimal=decimal, fallback=fallback)
+    if kind == "number":
+        return parse_number(raw, decimal=decimal, fallback=fallback)
+    if kind == "datetime":
+        return parse_datetime(raw)
+    if kind == "boolean":
+        return parse_bool(raw)
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def conform(
+    raw: pd.DataFrame,
+    schema: Mapping[str, Kind],
+    *,
+    table: str,
+    rows: pd.Series | None = None,
+    decimal: Decimal = "auto",
+    fallback: Literal[".", ","] = ".",
+) -> tuple[pd.DataFrame, ParseReport]:
+    """Turn raw values, already named canonically, into the schema's columns and dtypes.
+
+    Canonical columns come first in schema order (all-missing when `raw` lacks them); any other column of
+    `raw` is an extra mapped attribute, kept as a stripped string under its own name. `rows` labels each
+    record in the report (defaults to the frame's index).
+    """
+    rows = pd.Series(raw.index, index=raw.index) if rows is None else rows
+    report = ParseReport(rows={table: len(raw)})
+    out: dict[str, pd.Series] = {}
+    for column, kind in schema.items():
+        if column not in raw.columns:
+            out[column] = empty_column(kind, raw.index)
+            continue
+        values, bad = parse_column(raw[column], kind, decimal=decimal, fallback=fallback)
+        report.note_unparseable(f"{table}.{column}", bad, raw[column], rows)
+        out[column] = values
+    for column in raw.columns:
+        if column not in schema:
+            out[column] = clean_string(raw[column])
+    return pd.DataFrame(out, index=raw.index), report

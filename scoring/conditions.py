@@ -514,28 +514,36 @@ def text_codes(series: pd.Series, *, merge: bool = True, display: bool = False) 
     """
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes = series.cat.codes.to_numpy().astype(np.int64)
-        raw = pd.Index(series.cat.categories)
+        raw = np.asarray(series.cat.categories, dtype=object)
     else:
-        codes, raw = pd.factorize(series, use_na_sentinel=True)
-        raw = pd.Index(raw)
+        # NA as a value of its own (mapped to -1 below, with blanks) is ~4x faster on string columns than
+        # having factorize mask missing values row by row.
+        codes, uniques_raw = pd.factorize(series, use_na_sentinel=False)
+        raw = np.asarray(uniques_raw, dtype=object)
     codes = np.asarray(codes, dtype=np.int64)
     if len(raw) == 0:
         return (codes, [], []) if display else (codes, [])
-    if pd.api.types.infer_dtype(raw, skipna=True) == "string":
+    missing = np.asarray(pd.isna(raw), dtype=bool)
+    if all(isinstance(v, str) for v in raw[~missing]):
         # Plain comprehensions: about twice as fast as the .str accessor on object arrays.
-        stripped = np.array([v.strip() for v in raw], dtype=object)
+        stripped = np.array(["" if m else v.strip() for v, m in zip(raw, missing, strict=True)], dtype=object)
         normalised = np.array([v.casefold() for v in stripped], dtype=object)
     else:  # numbers or mixed values in a text column: the slow, exact path over the uniques
         stripped = np.array(
-            [normalise_text(v) if isinstance(v, float | np.floating) else str(v).strip() for v in raw],
+            [
+                "" if m else normalise_text(v) if isinstance(v, float | np.floating) else str(v).strip()
+                for v, m in zip(raw, missing, strict=True)
+            ],
             dtype=object,
         )
-        normalised = np.array([normalise_text(v) for v in raw], dtype=object)
+        normalised = np.array(
+            ["" if m else normalise_text(v) for v, m in zip(raw, missing, strict=True)], dtype=object
+        )
     if not merge:
         blank = normalised == ""
         renumber = np.cumsum(~blank) - 1
         renumber[blank] = -1
-        out = np.append(renumber, -1)[codes]  # the extra slot is where code -1 (missing) looks
+        out = np.append(renumber, -1)[codes]  # the extra slot is where a categorical's -1 (missing) looks
         norm_list = normalised[~blank].tolist()
         return (out, norm_list, stripped[~blank].tolist()) if display else (out, norm_list)
     merged, uniques = pd.factorize(normalised)

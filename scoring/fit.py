@@ -218,12 +218,15 @@ def iter_chunks(accounts: pd.DataFrame, size: int = 200_000) -> Iterator[pd.Data
 
 
 def attribute_matches(accounts: pd.DataFrame, profile: Profile) -> pd.DataFrame:
-    """Each account's match degree (0-1, 0 when missing) per profile attribute: what `score` weighs."""
-    compiled = _CompiledProfile(profile)
-    compiled.check_columns(accounts)
-    return pd.DataFrame(
-        {a.name: a.evaluate(accounts[a.name])[0] for a in compiled.attributes}, index=accounts.index
-    )
+    """Each account's match degree (0-1, 0 when missing) per profile attribute, in the profile's order:
+    what `score` weighs (an attribute with weight 0 is listed too, though it adds nothing)."""
+    attributes = [_CompiledAttribute(a) for a in profile.attributes]
+    missing = [a.name for a in attributes if a.name not in accounts.columns]
+    if missing:
+        raise ScoringError(
+            f"the profile scores {', '.join(repr(m) for m in missing)}, which the accounts lack"
+        )
+    return pd.DataFrame({a.name: a.evaluate(accounts[a.name])[0] for a in attributes}, index=accounts.index)
 
 
 def _score(

@@ -238,3 +238,17 @@ def test_a_club_member_never_scores_below_a_strictly_worse_non_member(book_with_
     assume((other_matches < matches.loc[member.name]).all())
     member_score = score(members.loc[[member.name]], profile)["icp_fit_score"].iloc[0]
     assert score(other, profile)["icp_fit_score"].iloc[0] <= member_score
+
+
+def test_a_zero_weight_attribute_adds_nothing_and_says_nothing():
+    muted = Profile(
+        (*PROFILE.attributes, ProfileAttribute("annual_revenue", "numeric", 0.0, low=1e6, high=1e7))
+    )
+    accounts = frame(industry=["Manufacturing"], employees=[1000], country=["BR"], annual_revenue=[5.0])
+    pd.testing.assert_frame_equal(score(accounts, muted), score(accounts, PROFILE))
+    assert list(attribute_matches(accounts, muted).columns) == [
+        "industry",
+        "employees",
+        "country",
+        "annual_revenue",
+    ]

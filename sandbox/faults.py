@@ -6,7 +6,7 @@ occurrences (`times`), or both, optionally only for endpoints whose label starts
 
 Spec strings (CLI `--faults`, comma-separated): `KIND[:VALUE][@ENDPOINT_PREFIX]`, where VALUE is a probability
 (`rate_limit:0.1`), a count of occurrences (`server_error:x3`), or for `quota` the daily limit
-(`quota:500`). `seed=N` sets the seed. Example: `rate_limit:0.05,drop:x1@sf.query,record_lock:0.01,seed=3`.
+(`quota:500`), or for `slow` the delay in seconds (`slow:0.2@sf.composite`). `seed=N` sets the seed. Example: `rate_limit:0.05,drop:x1@sf.query,record_lock:0.01,seed=3`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Faults:
     armed: list[Fault] = field(default_factory=list)
     quota: dict[str, int | None] = field(default_factory=lambda: {"salesforce": None, "hubspot": None})
     fired: Counter = field(default_factory=Counter)
+    latency: dict[str, float] = field(default_factory=dict)  # endpoint prefix -> seconds
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -86,8 +87,21 @@ class Faults:
         with self._lock:
             self.quota[crm] = remaining
 
+    def slow_down(self, seconds: float, *, only: str = "") -> None:
+        """Answer requests whose endpoint label starts with `only` this many seconds late (0 removes it)."""
+        if seconds < 0:
+            raise FaultSpecError(f"fault slow: seconds must be at least 0, got {seconds}")
+        with self._lock:
+            self.latency[only] = seconds
+
+    def delay(self, endpoint: str) -> float:
+        """How long to hold this request before answering it."""
+        with self._lock:
+            return max((s for p, s in self.latency.items() if endpoint.startswith(p)), default=0.0)
+
     def clear(self) -> None:
         with self._lock:
+            self.latency.clear()
             self.armed.clear()
             self.quota = {"salesforce": None, "hubspot": None}
 
@@ -141,7 +155,9 @@ class Faults:
             head, _, only = part.partition("@")
             kind, _, value = head.partition(":")
             try:
-                if kind == "quota":
+                if kind == "slow":
+                    faults.slow_down(float(value or 0.2), only=only)
+                elif kind == "quota":
                     if not value.isdigit():
                         raise FaultSpecError("quota needs the number of requests left, e.g. quota:500")
                     faults.set_quota("salesforce", int(value))

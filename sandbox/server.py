@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import sqlite3
 import tempfile
 import threading
@@ -102,6 +103,7 @@ class SandboxOptions:
     salesforce_daily_limit: int = 5_000_000  # the "total" of Sforce-Limit-Info api-usage
     hubspot_daily_limit: int = 1_000_000
     faults: str | None = None  # a --faults spec
+    log_requests: bool = False  # one line per request on stderr (werkzeug's access log)
     # Credentials the sandbox accepts; fixed so a person can paste them from `icp sandbox serve --json`.
     sf_username: str = "rep@sandbox.icp"
     sf_password: str = "sandbox-password"
@@ -166,6 +168,7 @@ class Sandbox:
         from sandbox.salesforce import SalesforceApp
 
         o = self.options
+        logging.getLogger("werkzeug").setLevel(logging.INFO if o.log_requests else logging.WARNING)
         self.sf = SalesforceApp(self.db, self.faults, self.calls, o)
         self.hs = HubSpotApp(self.db, self.faults, self.calls, o)
         if self.sf.is_empty() or self.hs.is_empty():

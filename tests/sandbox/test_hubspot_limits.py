@@ -1,0 +1,146 @@
+"""HubSpot sandbox: the private-app limits as the SDK meets them: the rolling burst window (429 +
+Retry-After, seen as ApiException and honoured by a urllib3 Retry), search's own per-second window, the
+daily quota, and the X-HubSpot-RateLimit-* headers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hubspot import HubSpot
+from hubspot.crm.companies import ApiException, PublicObjectSearchRequest
+from urllib3.util.retry import Retry
+
+from sandbox import Sandbox
+
+
+def connect(sb: Sandbox, **kw) -> HubSpot:
+    return HubSpot(
+        access_token=sb.hubspot.access_token, host=sb.hubspot.base_url, client_side_validation=True, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def burst():
+    with Sandbox(accounts=10, seed=1, hubspot_rate_limit=5, hubspot_rate_window_s=1.0) as sb:
+        yield sb
+
+
+def fresh_window(sb: Sandbox) -> None:
+    sb.hs.reset_limits()
+
+
+def test_rate_limit_headers_on_every_response(burst):
+    fresh_window(burst)
+    api = connect(burst).crm.companies.basic_api
+    remaining = []
+    for _ in range(3):
+        _, status, headers = api.get_page_with_http_info(limit=1)
+        assert status == 200
+        assert headers["X-HubSpot-RateLimit-Max"] == "5"
+        assert headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "1000"
+        assert int(headers["X-HubSpot-RateLimit-Daily"]) == 1_000_000
+        assert int(headers["X-HubSpot-RateLimit-Daily-Remaining"]) < 1_000_000
+        remaining.append(int(headers["X-HubSpot-RateLimit-Remaining"]))
+    assert remaining == [4, 3, 2]
+
+
+def test_the_sixth_request_in_the_window_is_429_with_retry_after(burst):
+    fresh_window(burst)
+    # Retry(0): the SDK's default transport (urllib3's Retry.DEFAULT) would itself retry a GET 429 that
+    # carries Retry-After; see the next test.
+    api = connect(burst, retry=Retry(0)).crm.companies.basic_api
+    for _ in range(5):
+        api.get_page(limit=1)
+    with pytest.raises(ApiException) as err:
+        api.get_page(limit=1)
+    assert err.value.status == 429
+    assert err.value.headers["Retry-After"] == "1"
+    body = json.loads(err.value.body)
+    assert body == {
+        "status": "error",
+        "message": "You have reached your ten_secondly_rolling limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": body["correlationId"],
+        "category": "RATE_LIMITS",
+        "policyName": "TEN_SECONDLY_ROLLING",
+    }
+
+
+def test_a_urllib3_retry_honouring_retry_after_gets_through(burst):
+    fresh_window(burst)
+    retry = Retry(
+        total=3,
+        status_forcelist=(429,),
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        backoff_factor=0,
+    )
+    api = connect(burst, retry=retry).crm.companies.basic_api
+    started = time.monotonic()
+    for _ in range(6):
+        api.get_page(limit=1)
+    assert time.monotonic() - started >= 0.9, "the sixth call waited for the window as Retry-After said"
+    assert burst.calls.count("hs.companies.list") >= 7
+
+
+def test_the_sdks_default_transport_retries_a_get_429_but_not_a_post(burst):
+    """Worth knowing for the connector: with no `retry=`, urllib3's Retry.DEFAULT honours Retry-After on
+    idempotent GETs (list pages wait and succeed) but a POST (search, batch) surfaces the 429 at once."""
+    fresh_window(burst)
+    hs = connect(burst)
+    burst.hs.search_window.limit = 0  # every search is over its limit
+    try:
+        started = time.monotonic()
+        for _ in range(6):
+            hs.crm.companies.basic_api.get_page(limit=1)
+        assert time.monotonic() - started >= 0.9
+        with pytest.raises(ApiException) as err:
+            hs.crm.companies.search_api.do_search(PublicObjectSearchRequest(limit=1))
+        assert err.value.status == 429
+    finally:
+        burst.hs.search_window.limit = 5
+
+
+def test_search_has_its_own_window_and_ignores_the_burst_one(burst):
+    fresh_window(burst)
+    hs = connect(burst)
+    for _ in range(5):
+        hs.crm.companies.basic_api.get_page(limit=1)
+    search = hs.crm.companies.search_api
+    for _ in range(5):
+        assert search.do_search(PublicObjectSearchRequest(limit=1)).total == 10
+    with pytest.raises(ApiException) as err:
+        search.do_search(PublicObjectSearchRequest(limit=1))
+    assert err.value.status == 429 and json.loads(err.value.body)["policyName"] == "SECONDLY"
+    assert err.value.headers["Retry-After"] == "1"
+
+
+def test_daily_limit_refuses_with_policy_daily_and_no_retry_after():
+    with Sandbox(accounts=5, seed=1, hubspot_daily_limit=3) as sb:
+        api = connect(sb).crm.companies.basic_api
+        for _ in range(3):
+            api.get_page(limit=1)
+        with pytest.raises(ApiException) as err:
+            api.get_page(limit=1)
+        assert err.value.status == 429
+        assert json.loads(err.value.body)["policyName"] == "DAILY"
+        assert "Retry-After" not in err.value.headers
+        assert err.value.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+        assert sb.hs.api_usage == (3, 3)
+
+
+def test_quota_fault_spends_the_days_remaining_requests():
+    with Sandbox(accounts=5, seed=1) as sb:
+        sb.faults.set_quota("hubspot", 2)
+        api = connect(sb).crm.companies.basic_api
+        api.get_page(limit=1)
+        api.get_page(limit=1)
+        with pytest.raises(ApiException) as err:
+            api.get_page(limit=1)
+        assert err.value.status == 429 and json.loads(err.value.body)["policyName"] == "DAILY"
+        assert sb.faults.fired["quota"] == 1
+        sb.faults.set_quota("hubspot", None)
+        api.get_page(limit=1)
+        assert sb.hs.api_usage[0] == 3

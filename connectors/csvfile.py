@@ -269,28 +269,44 @@ def write_scored(
             width += 1
     header = list(layout.headers) + [c for c in SCORE_COLUMNS if targets[c] >= len(layout.headers)]
 
+    scored = 0
+    with atomic_text_file(out_path, "utf-8-sig" if layout.bom else "utf-8") as f:
+        write = {"sep": layout.sep, "index": False, "header": False, "lineterminator": layout.newline}
+        _neutralize(pd.DataFrame([header], dtype="string")).to_csv(f, **write)
+        for chunk in _chunks(layout, chunksize):
+            chunk.columns = range(chunk.shape[1])
+            ids = chunk[id_pos].str.strip()
+            matched = score_text.reindex(ids.to_numpy())
+            scored += int(matched.index.isin(score_text.index).sum())
+            for c in SCORE_COLUMNS:
+                chunk[targets[c]] = matched[c].fillna("").to_numpy(dtype=object)
+            _neutralize(chunk.astype("string")).to_csv(f, **write)
+        if scored == 0 and len(score_text):
+            # Scores indexed by position instead of account id would otherwise write an unscored copy.
+            raise ValueError(
+                f"none of the {len(score_text)} scored ids is an account id in {layout.path} (column "
+                f"{_quoted(layout.headers[id_pos].strip())}); index scores by account id"
+            )
+    return scored
+
+
+def write_frame(frame: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
+    """Write a frame as UTF-8 CSV, formula cells neutralised, atomically (temp file, then one rename)."""
+    with atomic_text_file(out_path) as f:
+        _neutralize(frame.astype("string")).to_csv(f, index=False)
+    return Path(out_path)
+
+
+@contextlib.contextmanager
+def atomic_text_file(out_path: str | os.PathLike[str], encoding: str = "utf-8"):
+    """A text file written beside `out_path` and moved over it in one step once complete, so readers see
+    the old file or the new one, never half of one; on any error the temporary file is removed."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    scored = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig" if layout.bom else "utf-8", newline="") as f:
-            write = {"sep": layout.sep, "index": False, "header": False, "lineterminator": layout.newline}
-            _neutralize(pd.DataFrame([header], dtype="string")).to_csv(f, **write)
-            for chunk in _chunks(layout, chunksize):
-                chunk.columns = range(chunk.shape[1])
-                ids = chunk[id_pos].str.strip()
-                matched = score_text.reindex(ids.to_numpy())
-                scored += int(matched.index.isin(score_text.index).sum())
-                for c in SCORE_COLUMNS:
-                    chunk[targets[c]] = matched[c].fillna("").to_numpy(dtype=object)
-                _neutralize(chunk.astype("string")).to_csv(f, **write)
-            if scored == 0 and len(score_text):
-                # Scores indexed by position instead of account id would otherwise write an unscored copy.
-                raise ValueError(
-                    f"none of the {len(score_text)} scored ids is an account id in {layout.path} (column "
-                    f"{_quoted(layout.headers[id_pos].strip())}); index scores by account id"
-                )
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes a 0600 file: keep the mode of the file we replace, else the usual rw-r--r--.
@@ -300,26 +316,6 @@ def write_scored(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    return scored
-
-
-def write_frame(frame: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
-    """Write a frame as UTF-8 CSV, formula cells neutralised, atomically (temp file, then one rename)."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            _neutralize(frame.astype("string")).to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return out
 
 
 def neutralize_formulas(cells: pd.Series) -> pd.Series:

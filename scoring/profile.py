@@ -437,7 +437,10 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
         parts.append(tomli_w.dumps({"attributes": [attr.to_dict()]}))
     text = "".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    # Written beside and renamed over, so a crash never leaves the file scoring reads half-written.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path
 
 

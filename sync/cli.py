@@ -6,6 +6,7 @@ failures, 4 stopped by quota or safety cap. Expected failures print one clear me
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -17,9 +18,12 @@ import click
 import pandas as pd
 
 from connectors.csvfile import BookError
+from connectors.retry import CrmError, QuotaExhausted
 from scoring.errors import ScoringError
 from sync import pipeline
-from sync.config import ConfigError, load_config
+from sync.config import CRM_KINDS, ConfigError, load_config
+from sync.job import JobStopped, PreflightError
+from sync.state import StateLocked
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_RECORD_FAILURES, EXIT_STOPPED = 0, 1, 2, 3, 4
 
@@ -28,16 +32,26 @@ class ConfigProblem(click.ClickException):
     exit_code = EXIT_CONFIG
 
 
-class Ctx:
-    """What the shared options set: which config, and how to print."""
+class Stopped(click.ClickException):
+    exit_code = EXIT_STOPPED
 
-    def __init__(self, config: str | None, as_json: bool, quiet: bool) -> None:
+
+class Ctx:
+    """What the shared options set: which config, which CRM, and how to print."""
+
+    def __init__(self, config: str | None, crm: str | None, as_json: bool, quiet: bool) -> None:
         self.config_path = config
+        self.crm = crm
         self.as_json = as_json
         self.quiet = quiet
 
     def config(self):
-        return load_config(self.config_path)
+        config = load_config(self.config_path)
+        return dataclasses.replace(config, crm=self.crm) if self.crm else config
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet and not self.as_json and sys.stderr.isatty()
 
     def say(self, text: str = "", **style) -> None:
         if not self.quiet and not self.as_json:
@@ -63,16 +77,24 @@ def common_options(func):
         show_envvar=True,
         help="Config file [default: icp.toml].",
     )
+    @click.option(
+        "--crm",
+        type=click.Choice(CRM_KINDS),
+        default=None,
+        help="Use this CRM instead of crm.kind from the config.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
     @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
     @functools.wraps(func)
-    def wrapper(*args, config, as_json, quiet, **kwargs):
-        ctx = Ctx(config, as_json, quiet)
+    def wrapper(*args, config, crm, as_json, quiet, **kwargs):
+        ctx = Ctx(config, crm, as_json, quiet)
         try:
             return func(ctx, *args, **kwargs)
         except ConfigError as exc:
             raise ConfigProblem(str(exc)) from None
-        except (BookError, ScoringError) as exc:
+        except (QuotaExhausted, JobStopped) as exc:
+            raise Stopped(str(exc)) from None
+        except (BookError, ScoringError, CrmError, PreflightError, StateLocked) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
@@ -108,14 +130,20 @@ def main() -> None:
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sample book.")
 @common_options
 def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
-    """Run the whole job on a bundled sample book: learn the profile, score, show segments x tiers.
+    """Run everything on a bundled sample book: first as a CSV export, then as the nightly job
+    against a local Salesforce-compatible sandbox, twice (the second run writes nothing).
 
-    Writes accounts.csv, deals.csv, icp.toml, icp-profile.toml and accounts-scored.csv into --dir, so
-    you can read the config that produced the result and rerun any command with --config DIR/icp.toml.
+    Writes into --dir: csv/ (accounts.csv, deals.csv, icp.toml, icp-profile.toml, accounts-scored.csv)
+    and crm/ (icp.toml, the sandbox's state, run reports), so you can read the configs that produced
+    the result and rerun any command with --config.
     """
-    from sync.demo import write_demo
+    from sync import job
+    from sync.crm import open_crm
+    from sync.demo import write_demo, write_sandbox_demo
 
-    files = write_demo(directory, accounts=accounts, seed=seed)
+    root = Path(directory)
+    # 1. The CSV book: learn, score, backtest.
+    files = write_demo(root / "csv", accounts=accounts, seed=seed)
     config = load_config(files.config)
     book = pipeline.load_book(config)
     learned = pipeline.learn(config, book)
@@ -125,24 +153,8 @@ def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     table = pipeline.segment_tier_table(scored)
     bt = pipeline.run_backtest(config, book, as_of="2025-01-01", n_boot=300)
 
-    ctx.emit(
-        {
-            "files": {
-                "config": files.config,
-                "accounts": files.accounts,
-                "deals": files.deals,
-                "profile": learned.path,
-                "output": out,
-            },
-            "club": learned.club.members,
-            "profile_version": learned.profile.version,
-            "summary": summary,
-            "segment_tier": table,
-            "backtest": bt.to_dict(),
-        }
-    )
     ctx.say(
-        f"Sample book: {len(book.accounts):,} accounts and {len(book.deals):,} deals in {files.directory}/",
+        f"1. A CSV export: {len(book.accounts):,} accounts and {len(book.deals):,} deals in {files.directory}/",
         bold=True,
     )
     _print_club(ctx, learned.club)
@@ -150,12 +162,66 @@ def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     ctx.say("\nAccounts by segment and tier:", bold=True)
     ctx.say(table.to_string())
     ctx.say(f"\nClub members in tier A: {summary.get('club_in_a', 0)} of {summary.get('club_members', 0)}")
-    ctx.say(f"\nBacktest as of 2025-01-01: {bt.statement}")
-    ctx.say(f"\nScored file: {out}")
+    ctx.say(f"Backtest as of 2025-01-01: {bt.statement}")
+    ctx.say(f"Scored file: {out}")
+
+    # 2. The nightly job against the sandbox: fields, learn from the CRM, run, run again.
+    crm_config = load_config(write_sandbox_demo(root / "crm", accounts=accounts, seed=seed))
+    with open_crm(crm_config) as connector:
+        plan = connector.check_fields(job.segment_names(crm_config))
+        connector.apply_fields(plan)
+        crm_book = pipeline.Book(*_pulled(connector, crm_config), source="sandbox")
+        crm_learned = pipeline.learn(crm_config, crm_book)
+        first = job.run(crm_config, job.RunOptions(), connector_override=connector)
+        second = job.run(crm_config, job.RunOptions(), connector_override=connector)
+    ctx.say(f"\n2. The nightly job against a local Salesforce sandbox ({crm_config.path.parent}/)", bold=True)
+    ctx.say(
+        f"created {len(plan.create)} custom fields on Account; learned profile {crm_learned.profile.version} "
+        f"from the CRM's own accounts and opportunities"
+    )
+    _print_report(ctx, first)
+    _print_report(ctx, second)
+    ctx.emit(
+        {
+            "csv": {
+                "files": {
+                    "config": files.config,
+                    "accounts": files.accounts,
+                    "deals": files.deals,
+                    "profile": learned.path,
+                    "output": out,
+                },
+                "club": learned.club.members,
+                "profile_version": learned.profile.version,
+                "summary": summary,
+                "segment_tier": table,
+                "backtest": bt.to_dict(),
+            },
+            "crm": {
+                "config": crm_config.path,
+                "fields_created": [s.name for s in plan.create],
+                "profile_version": crm_learned.profile.version,
+                "runs": [first.as_dict(), second.as_dict()],
+            },
+        }
+    )
     example = scored.sort_values("icp_fit_score", ascending=False).index[0]
-    ctx.say("Next: read why an account got its tier, and rescore after editing the config:")
+    ctx.say("\nNext: why an account got its tier, the run history, a dry run:")
     ctx.say(f"  icp explain {example} --config {files.config}")
-    ctx.say(f"  icp score --config {files.config}")
+    ctx.say(f"  icp report --config {crm_config.path}")
+    ctx.say(f"  icp run --dry-run --full --config {crm_config.path}")
+
+
+def _pulled(connector, config):
+    from scoring.aggregates import with_aggregates
+    from sync.crm import pull_accounts, pull_deals
+
+    accounts = pull_accounts(connector)
+    accounts = accounts.drop(
+        columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
+    )
+    deals = pull_deals(connector)
+    return with_aggregates(accounts, deals, referral_sources=config.referral_sources), deals
 
 
 # ----------------------------------------------------------------------------------------------- profile
@@ -288,6 +354,261 @@ def backtest(ctx: Ctx, as_of: str, boot: int, seed: int) -> None:
     for w in result.warnings:
         ctx.warn(w)
     ctx.say(result.statement)
+
+
+# ------------------------------------------------------------------------------------- the CRM sync
+def _run_job(ctx: Ctx, options) -> None:
+    from sync import job
+
+    config = ctx.config()
+    options.progress = ctx.progress
+    try:
+        report = job.run(config, options, say=lambda text: ctx.say(text))
+    except JobStopped as exc:
+        if exc.report is not None:
+            ctx.emit(exc.report.as_dict())
+        raise
+    ctx.emit(report.as_dict())
+    _print_report(ctx, report)
+    if report.failed:
+        raise click.exceptions.Exit(EXIT_RECORD_FAILURES)
+
+
+@main.command("run")
+@click.option(
+    "--dry-run", is_flag=True, help="Pull, score and plan; write the plan to files, nothing to the CRM."
+)
+@click.option("--full", is_flag=True, help="Rescore every account, ignoring the incremental watermark.")
+@click.option("--force", is_flag=True, help="Write even when the plan exceeds sync.max_change_ratio.")
+@common_options
+def run_cmd(ctx: Ctx, dry_run: bool, full: bool, force: bool) -> None:
+    """The nightly job: pull changed accounts, score them, write what changed into the CRM fields.
+
+    Exit codes: 0 ok, 1 error, 2 configuration, 3 some records failed (retried next run), 4 stopped
+    by the quota floor or the safety cap before writing.
+    """
+    from sync.job import RunOptions
+
+    _run_job(ctx, RunOptions(dry_run=dry_run, full=full, force=force))
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.option(
+    "--where", default=None, help="A SOQL condition selecting accounts, e.g. \"Industry = 'Retail'\"."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--force", is_flag=True, help="Write even when the plan exceeds sync.max_change_ratio.")
+@common_options
+def rescore(ctx: Ctx, ids: tuple[str, ...], where: str | None, dry_run: bool, force: bool) -> None:
+    """Rescore chosen accounts now: by Salesforce id (15 or 18 characters) or a --where condition."""
+    from connectors.salesforce import check_ids
+    from sync.job import RunOptions
+
+    if not ids and not where:
+        raise click.UsageError('give account ids, or --where "SOQL condition"')
+    if ids:
+        try:
+            check_ids(list(ids))
+        except CrmError as exc:
+            raise click.BadParameter(str(exc), param_hint="IDS") from None
+    _run_job(ctx, RunOptions(dry_run=dry_run, force=force, ids=list(ids) or None, where=where))
+
+
+@main.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the pulled accounts (canonical columns) to this CSV file.",
+)
+@common_options
+def pull(ctx: Ctx, output: str | None) -> None:
+    """Pull every account and closed deal from the CRM and summarise them; writes nothing to the CRM."""
+    config = ctx.config()
+    book = pipeline.load_book(config, progress=ctx.progress)
+    summary = {
+        "accounts": len(book.accounts),
+        "deals": 0 if book.deals is None else len(book.deals),
+        "won_deals": 0 if book.deals is None else int(book.deals["is_won"].sum()),
+        "missing": {
+            c: int(book.accounts[c].isna().sum())
+            for c in ("industry", "employees", "annual_revenue", "country")
+        },
+    }
+    if output:
+        from connectors.csvfile import write_frame
+
+        write_frame(book.accounts, output)
+        summary["output"] = output
+    ctx.emit(summary)
+    ctx.say(
+        f"{summary['accounts']:,} accounts, {summary['deals']:,} closed deals ({summary['won_deals']:,} won)"
+    )
+    ctx.say("missing values: " + ", ".join(f"{k} {v:,}" for k, v in summary["missing"].items()))
+
+
+@main.command()
+@click.option("--apply", "apply_", is_flag=True, help="Create the missing fields and picklist values.")
+@common_options
+def fields(ctx: Ctx, apply_: bool) -> None:
+    """Plan (and with --apply, create) the ICP custom fields and every segment's picklist value.
+
+    Idempotent: a second --apply plans nothing.
+    """
+    from sync.crm import open_crm
+    from sync.job import segment_names
+
+    config = ctx.config()
+    with open_crm(config) as connector:
+        plan = connector.check_fields(segment_names(config))
+        payload = {
+            "create": [s.name for s in plan.create],
+            "add_values": {k: list(v) for k, v in plan.add_values.items()},
+            "ok": plan.ok,
+            "problems": plan.problems,
+            "applied": False,
+        }
+        for spec in plan.create:
+            ctx.say(
+                f"create {spec.name} ({spec.kind}{', values ' + ', '.join(spec.values) if spec.values else ''})"
+            )
+        for name, values in plan.add_values.items():
+            ctx.say(f"add to {name}: {', '.join(values)}")
+        for problem in plan.problems:
+            ctx.warn(problem)
+        if plan.empty:
+            ctx.say("all ICP fields are in place; nothing to do")
+        elif apply_:
+            connector.apply_fields(plan)
+            after = connector.check_fields(segment_names(config))
+            payload["applied"] = True
+            payload["remaining"] = {
+                "create": [s.name for s in after.create],
+                "add_values": list(after.add_values),
+            }
+            ctx.say(
+                "applied" if after.empty else "applied, but some changes did not take: rerun `icp fields`"
+            )
+        else:
+            ctx.say("dry run: rerun with --apply to make these changes")
+        ctx.emit(payload)
+        if plan.problems:
+            raise click.ClickException("some fields cannot be used as they are (see the warnings above)")
+
+
+@main.command()
+@common_options
+def doctor(ctx: Ctx) -> None:
+    """Check the set-up: config, credentials, API access and quota, fields, profile, state."""
+    from sync.crm import open_crm
+    from sync.job import segment_names
+
+    checks: list[tuple[str, bool, str]] = []
+    config = ctx.config()
+    checks.append(("config", True, str(config.path)))
+    try:
+        prof = pipeline.read_profile(config)
+        checks.append(("profile", True, f"{config.profile_path} (version {prof.version})"))
+    except ScoringError as exc:
+        checks.append(("profile", False, str(exc)))
+    if config.crm in ("salesforce", "sandbox"):
+        try:
+            with open_crm(config) as connector:
+                usage = connector.usage()
+                checks.append(("credentials", True, f"logged in ({connector.mode})"))
+                if usage:
+                    ok = usage.remaining >= config.salesforce.quota_floor
+                    checks.append(
+                        (
+                            "api quota",
+                            ok,
+                            f"{usage.used:,} of {usage.limit:,} used today; floor "
+                            f"{config.salesforce.quota_floor:,}",
+                        )
+                    )
+                plan = connector.check_fields(segment_names(config))
+                detail = (
+                    "all present"
+                    if plan.empty and not plan.problems
+                    else "; ".join(
+                        [
+                            *(f"missing {s.name}" for s in plan.create),
+                            *(f"{k} lacks {', '.join(v)}" for k, v in plan.add_values.items()),
+                            *plan.problems,
+                        ]
+                    )
+                )
+                checks.append(
+                    (
+                        "fields",
+                        plan.empty and not plan.problems,
+                        detail + ("" if plan.empty else " (run `icp fields --apply`)"),
+                    )
+                )
+        except CrmError as exc:
+            checks.append(("credentials", False, str(exc)))
+    else:
+        checks.append(
+            (
+                "book",
+                config.csv is not None and config.csv.accounts.exists(),
+                str(config.csv.accounts) if config.csv else "no [csv] accounts",
+            )
+        )
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        checks.append(("state", True, str(config.state_dir)))
+    except OSError as exc:
+        checks.append(("state", False, f"{config.state_dir}: {exc.strerror}"))
+    ctx.emit({"checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]})
+    for name, ok, detail in checks:
+        ctx.say(f"{'ok ' if ok else 'FAIL'} {name:12} {detail}", fg=None if ok else "red")
+    if not all(ok for _, ok, _ in checks):
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@main.command()
+@click.option("--last", type=click.IntRange(1, 1000), default=5, show_default=True, help="How many runs.")
+@common_options
+def report(ctx: Ctx, last: int) -> None:
+    """Show the summaries of the last runs (from the state directory)."""
+    from sync.job import iter_reports
+
+    config = ctx.config()
+    runs = list(iter_reports(config, last))
+    ctx.emit({"runs": runs})
+    if not runs:
+        ctx.say(f"no runs yet in {config.state_dir}")
+    for r in runs:
+        s = r["summary"] or {}
+        ctx.say(
+            f"#{r['id']} {r['started_at'][:19]} {r['mode']:<22} {r['status']:<24} pulled {s.get('pulled', 0):,}"
+            f" changed {s.get('changed', 0):,} written {s.get('written', 0):,} failed {s.get('failed', 0):,}"
+            f" api calls {s.get('api_calls', 0):,}"
+        )
+
+
+def _print_report(ctx: Ctx, report) -> None:
+    ctx.say(
+        f"run #{report.run_id} ({report.mode}{', dry run' if report.dry_run else ''}): {report.status}",
+        bold=True,
+    )
+    ctx.say(
+        f"  pulled {report.pulled:,} | scored {report.scored:,} | changed {report.changed:,} | "
+        f"written {report.written:,} | failed {report.failed:,} | manual edits kept "
+        f"{report.skipped_manual_edits:,} | API calls {report.api_calls:,} | {report.duration_s:.1f} s"
+    )
+    if report.message:
+        ctx.say(f"  {report.message}")
+    if "plan_csv" in report.files:
+        ctx.say(f"  plan: {report.files['plan_csv']}")
+    if report.failed:
+        ctx.warn(
+            f"{report.failed:,} records failed; they are listed in {report.files.get('errors_csv')} and "
+            "retried on the next run"
+        )
 
 
 def _date(value: str | None) -> pd.Timestamp | None:

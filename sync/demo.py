@@ -69,6 +69,29 @@ tiers = {{ a = 75, b = 50, c = 25 }}
 """
 
 
+SANDBOX_CONFIG = """\
+# icp-sync demo: the nightly job against a local Salesforce-compatible sandbox (nothing leaves this machine).
+# For your org: set kind = "salesforce" and put credentials in the environment or .env (see .env.example).
+
+[crm]
+kind = "sandbox"
+
+[sandbox]
+db = "sandbox.sqlite"     # the sandbox's state, so runs see each other's writes
+accounts = {accounts}
+seed = {seed}
+
+[icp]
+profile = "icp-profile.toml"
+state_dir = ".icp"
+
+[sync]
+respect_manual_edits = true
+max_change_ratio = 0.25
+
+{segments}"""
+
+
 @dataclass
 class DemoFiles:
     directory: Path
@@ -95,6 +118,29 @@ def write_demo(directory: str | Path, *, accounts: int = 2000, seed: int = 7) ->
     config = directory / "icp.toml"
     config.write_text(text, encoding="utf-8")
     return DemoFiles(directory, config, acc_path, deal_path)
+
+
+def write_sandbox_demo(directory: str | Path, *, accounts: int = 2000, seed: int = 7) -> Path:
+    """A config for the nightly job against a fresh sandbox in `directory` (any earlier state removed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("sandbox.sqlite", "sandbox.sqlite-wal", "sandbox.sqlite-shm", "icp-profile.toml"):
+        (directory / stale).unlink(missing_ok=True)
+    state = directory / ".icp"
+    if state.exists():
+        import shutil
+
+        shutil.rmtree(state)
+    segments = (
+        DEMO_CONFIG[DEMO_CONFIG.index("# Segments") : DEMO_CONFIG.index("[club]")]
+        .replace("{{", "{")
+        .replace("}}", "}")
+    )
+    config = directory / "icp.toml"
+    config.write_text(
+        SANDBOX_CONFIG.format(accounts=accounts, seed=seed, segments=segments), encoding="utf-8"
+    )
+    return config
 
 
 def _toml_list(items) -> str:

@@ -43,12 +43,25 @@ class Learned:
     path: Any = None
 
 
-def load_book(config: Config, *, as_of: Any = None) -> Book:
-    """Read the configured book and add deal aggregates; rules naming unknown fields fail here, all at once."""
-    if config.crm != "csv" or config.csv is None:
-        raise ConfigError(
-            config.path, [f'crm.kind = {config.crm!r} has no book reader yet; use kind = "csv"']
+def load_book(config: Config, *, as_of: Any = None, progress: bool = False) -> Book:
+    """Read the configured book (a CSV export, or every account and closed deal in the CRM) and add deal
+    aggregates; rules naming unknown fields fail here, all at once."""
+    if config.crm in ("salesforce", "sandbox"):
+        from sync.crm import open_crm, pull_accounts, pull_deals
+
+        with open_crm(config) as connector:
+            accounts = pull_accounts(connector, progress=progress)
+            deals = pull_deals(connector)
+        accounts = accounts.drop(
+            columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
         )
+        if accounts.empty:
+            raise ScoringError(f"the {config.crm} org has no accounts to learn from or score")
+        accounts = with_aggregates(accounts, deals, as_of, referral_sources=config.referral_sources)
+        check_rules(config, accounts.columns)
+        return Book(accounts=accounts, deals=deals, source=config.crm)
+    if config.csv is None:
+        raise ConfigError(config.path, ['[csv] accounts: required when crm.kind = "csv"'])
     c = config.csv
     raw = csvfile.read_book(
         c.accounts,
@@ -142,14 +155,12 @@ def score_book(
 
 def write_output(config: Config, scored: pd.DataFrame, out_path=None) -> tuple[Any, int]:
     """Write the accounts file with the ICP columns appended (CSV books); returns (path, rows scored)."""
-    if config.csv is None:
-        raise ConfigError(
-            config.path,
-            [
-                "`icp score` writes a CSV file: set [csv] output, or use `icp run` to "
-                "write scores into the CRM"
-            ],
-        )
+    if config.crm != "csv" or config.csv is None:
+        # From a CRM there is no export to append to: write id, name and the ICP columns (the CRM itself is
+        # only ever written by `icp run`).
+        path = out_path or config.base_dir / "icp-scored.csv"
+        csvfile.write_frame(scored[["name", *SCORE_COLUMNS, "data_completeness"]].reset_index(), path)
+        return path, len(scored)
     path = out_path or config.csv.output
     n = csvfile.write_scored(
         config.csv.accounts, path, scored[list(SCORE_COLUMNS)], columns=config.csv.account_columns

@@ -23,7 +23,7 @@ def demo_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
     result = run("demo", "--dir", directory, "--accounts", 1500)
     assert result.exit_code == 0, result.output
-    return directory
+    return directory / "csv"
 
 
 @pytest.fixture
@@ -62,14 +62,19 @@ def test_demo_writes_files_and_shows_club_segments_and_backtest(demo_dir):
     assert scored["icp_model"].nunique() == 1
 
 
-def test_demo_json_reports_club_in_tier_a_and_lift(tmp_path):
+def test_demo_json_reports_club_in_tier_a_lift_and_two_crm_runs(tmp_path):
     result = run("demo", "--dir", tmp_path, "--accounts", 1500, "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
-    assert payload["summary"]["club_members"] == 10
-    assert payload["summary"]["club_in_a"] >= 8
-    assert payload["backtest"]["lift_a"] > 1
-    assert len(payload["club"]) == 10
+    csv_part, crm = payload["csv"], payload["crm"]
+    assert csv_part["summary"]["club_members"] == 10
+    assert csv_part["summary"]["club_in_a"] >= 8
+    assert csv_part["backtest"]["lift_a"] > 1
+    assert len(csv_part["club"]) == 10
+    assert len(crm["fields_created"]) == 6
+    first, second = crm["runs"]
+    assert first["written"] == 1500 and first["failed"] == 0
+    assert second["changed"] == 0 and second["written"] == 0
 
 
 def test_learn_score_explain_backtest_chain(book_dir):

@@ -1,0 +1,115 @@
+"""Opening the configured CRM: a connector built from the config and the environment's secrets.
+
+`crm.kind = "sandbox"` runs the real Salesforce connector against a local sandbox started for the command
+(its state kept in `[sandbox] db`, so runs see each other's writes): a rehearsal with nothing at stake.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import pandas as pd
+
+from connectors.retry import RetryPolicy
+from connectors.salesforce import DEFAULT_OWNED, SalesforceConnector, SalesforceSettings
+from sync.config import Config, ConfigError
+
+
+def salesforce_settings(config: Config) -> SalesforceSettings:
+    sf, env = config.salesforce, config.secrets
+
+    def from_env(name: str, default):
+        return env[name].reveal() if name in env else default
+
+    owned = {
+        logical: replace(
+            DEFAULT_OWNED[logical],
+            name=name,
+            length=config.reasons_max_len if logical == "reasons" else DEFAULT_OWNED[logical].length,
+        )
+        for logical, name in sf.fields.items()
+    }
+    return SalesforceSettings(
+        api_version=from_env("SF_API_VERSION", sf.api_version).lstrip("v"),
+        domain=from_env("SF_DOMAIN", sf.domain),
+        login_url=from_env("SF_LOGIN_URL", None),
+        bulk_threshold=sf.bulk_threshold,
+        bulk_query_threshold=sf.bulk_query_threshold,
+        timeout_s=sf.timeout_s,
+        ca_bundle=from_env("SF_CA_BUNDLE", None),
+        account_columns=dict(sf.account_columns),
+        owned=owned,
+    )
+
+
+def crm_key(config: Config) -> str:
+    """The name state files keep this CRM's records under."""
+    return config.crm
+
+
+@contextmanager
+def open_crm(config: Config, *, policy: RetryPolicy | None = None) -> Iterator[SalesforceConnector]:
+    if config.crm == "salesforce":
+        yield SalesforceConnector(salesforce_settings(config), config.secrets, policy=policy)
+    elif config.crm == "sandbox":
+        from sandbox import Sandbox
+
+        sb_cfg = config.sandbox
+        sb_cfg.db.parent.mkdir(parents=True, exist_ok=True)
+        with Sandbox(
+            db=str(sb_cfg.db), accounts=sb_cfg.accounts, seed=sb_cfg.seed, faults=sb_cfg.faults
+        ) as sb:
+            settings = replace(salesforce_settings(config), ca_bundle=sb.salesforce.ca_bundle, login_url=None)
+            secrets = {
+                "SF_INSTANCE_URL": sb.salesforce.instance_url,
+                "SF_ACCESS_TOKEN": sb.salesforce.access_token,
+            }
+            connector = SalesforceConnector(settings, secrets, policy=policy)
+            connector.sandbox = sb
+            yield connector
+    else:
+        raise ConfigError(
+            config.path,
+            [f"crm.kind = {config.crm!r}: this command needs a CRM (salesforce or sandbox), not a CSV book"],
+        )
+
+
+def progress_bar(enabled: bool, total: int | None, label: str):
+    import click
+
+    if not enabled:
+        return _NoProgress()
+    return click.progressbar(length=total or 0, label=label, file=sys.stderr, show_pos=True)
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def pull_accounts(connector, *, since=None, ids=None, where=None, progress=False) -> pd.DataFrame:
+    total = connector.count_accounts(since=since, ids=ids, where=where)
+    frames = []
+    with progress_bar(progress, total, "pulling accounts") as bar:
+        for page in connector.iter_accounts(since=since, ids=ids, where=where, total=total):
+            frames.append(page)
+            bar.update(len(page))
+    if not frames:
+        return pd.DataFrame(columns=["id", "_modstamp"])
+    accounts = pd.concat(frames, ignore_index=True)
+    # A record modified while we paged can show up twice; the later copy wins.
+    return accounts.drop_duplicates("id", keep="last").reset_index(drop=True)
+
+
+def pull_deals(connector) -> pd.DataFrame | None:
+    frames = list(connector.iter_deals())
+    return pd.concat(frames, ignore_index=True) if frames else None

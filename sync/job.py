@@ -1,0 +1,349 @@
+"""The nightly job: preflight, pull, score with the saved profile, plan, apply, report.
+
+Safe to run every night against a production org and safe to kill at any point: only owned fields are
+written, a rerun with nothing changed makes no write call, a run that would rewrite too much of the book
+stops before writing (unless forced), the watermark advances only after a successful apply, per-record
+failures are kept and retried on the next run, and a killed run's half-finished batch is recognised as ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetryPolicy
+from scoring.aggregates import AGGREGATE_COLUMNS, with_aggregates
+from scoring.profile import Profile, load_profile
+from sync import pipeline
+from sync.config import Config
+from sync.crm import crm_key, open_crm, progress_bar, pull_accounts, pull_deals
+from sync.plan import OWNED_FIELDS, Plan, plan
+from sync.state import State, next_watermark, pull_since
+
+
+class JobStopped(Exception):
+    """The run stopped on purpose before writing (safety cap, quota floor): exit code 4."""
+
+    def __init__(self, message: str, report: RunReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class PreflightError(Exception):
+    """Something must be fixed before any write: missing fields, no credentials, no profile."""
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    full: bool = False
+    force: bool = False
+    ids: list[str] | None = None
+    where: str | None = None
+    progress: bool = False  # progress bars on stderr (the CLI turns them on for a terminal)
+
+
+@dataclass
+class RunReport:
+    run_id: int | None = None
+    crm: str = ""
+    mode: str = ""
+    dry_run: bool = False
+    status: str = "running"
+    pulled: int = 0
+    scored: int = 0
+    changed: int = 0
+    written: int = 0
+    failed: int = 0
+    skipped_manual_edits: int = 0
+    overwritten_manual_edits: int = 0
+    adopted_after_interrupt: int = 0
+    api_calls: int = 0
+    write_calls: int = 0
+    retries: int = 0
+    api_usage: dict | None = None
+    duration_s: float = 0.0
+    profile_version: str = ""
+    change_ratio: float = 0.0
+    message: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list, repr=False)  # per-record errors, written as CSV
+    counters_from: tuple[int, int, int] = (0, 0, 0)  # the connector's counters when the run began
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("failures")
+        out.pop("counters_from")
+        return out
+
+
+def fingerprint(config: Config, profile: Profile) -> str:
+    """What, when it changes, forces a full rescore: the profile and everything that shapes the values."""
+    parts = {
+        "profile": profile.version,
+        "segments": [
+            (r.name, [c.to_dict() if hasattr(c, "to_dict") else str(c) for c in r.when])
+            for r in config.segments
+        ],
+        "tiers": config.tiers,
+        "reasons_max_len": config.reasons_max_len,
+        "fields": config.salesforce.fields,
+        "columns": config.salesforce.account_columns,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def needs_deals(config: Config, profile: Profile | None) -> bool:
+    """Deals are pulled only when something scored reads a deal aggregate (the fit usually does not)."""
+    used = {a.name for a in profile.attributes} if profile else set()
+    for rule in config.segments:
+        used |= {c.field for c in rule.when}
+    return bool(used & set(AGGREGATE_COLUMNS) - {"child_accounts"})
+
+
+def segment_names(config: Config) -> list[str]:
+    from scoring.segments import DEFAULT_SEGMENT_FALLBACK, DEFAULT_SEGMENTS
+
+    if config.segments:
+        names = [r.name for r in config.segments]
+        return names if any(not r.when for r in config.segments) else [*names, "Other"]
+    return [*(r.name for r in DEFAULT_SEGMENTS), DEFAULT_SEGMENT_FALLBACK]
+
+
+def preflight(config: Config, connector) -> Profile:
+    """Before any write: a profile, the owned fields present and usable, and enough API quota left."""
+    try:
+        profile = load_profile(config.profile_path)
+    except Exception as exc:
+        raise PreflightError(str(exc)) from None
+    fields = connector.check_fields(segment_names(config))
+    problems = list(fields.problems)
+    if fields.create:
+        problems.append(
+            "missing fields: "
+            + ", ".join(s.name for s in fields.create)
+            + " — run `icp fields --apply` to create them"
+        )
+    if fields.add_values:
+        problems.append(
+            "picklist values missing: "
+            + "; ".join(f"{name}: {', '.join(v)}" for name, v in fields.add_values.items())
+            + " — run `icp fields --apply` to add them"
+        )
+    if problems:
+        raise PreflightError("the CRM is not ready:\n" + "\n".join(f"  - {p}" for p in problems))
+    return profile
+
+
+def run(
+    config: Config,
+    options: RunOptions | None = None,
+    *,
+    say: Callable[[str], None] = lambda s: None,
+    connector_override=None,
+    policy: RetryPolicy | None = None,
+) -> RunReport:
+    """One nightly run (or a targeted rescore when ids / where are given). Returns the report; raises
+    JobStopped (exit 4), PreflightError / CrmError (exit 1)."""
+    options = options or RunOptions()
+    started = pd.Timestamp.now(tz="UTC")
+    t0 = time.monotonic()
+    report = RunReport(crm=config.crm, dry_run=options.dry_run)
+    key = crm_key(config)
+    with State.open(config.state_dir) as state, _connector(config, connector_override, policy) as connector:
+        report.counters_from = (connector.api_calls, connector.policy.retries, connector.write_calls)
+        profile = preflight(config, connector)
+        report.profile_version = profile.version
+        usage = connector.usage()
+        report.api_usage = {"used": usage.used, "limit": usage.limit} if usage else None
+        floor = config.salesforce.quota_floor
+        if usage and usage.remaining < floor and not options.dry_run:
+            raise JobStopped(
+                f"only {usage.remaining:,} API calls left today (floor {floor:,}); nothing was pulled or "
+                "written. The next run resumes where this one would have started."
+            )
+
+        mark = state.watermark(key)
+        fp = fingerprint(config, profile)
+        targeted = options.ids is not None or options.where is not None
+        full = options.full or mark is None or mark.fingerprint != fp
+        report.mode = "targeted" if targeted else ("full" if full else "incremental")
+        run_id = state.start_run(key, report.mode + (" dry-run" if options.dry_run else ""), started)
+        report.run_id = run_id
+        try:
+            since = (
+                None
+                if (full or targeted)
+                else pull_since(mark, pd.Timedelta(minutes=config.sync.lookback_minutes))
+            )
+            accounts = pull_accounts(
+                connector, since=since, ids=options.ids, where=options.where, progress=options.progress
+            )
+            if not targeted and not full:
+                accounts = _with_failed_records(connector, state, key, accounts)
+            report.pulled = len(accounts)
+            say(f"pulled {len(accounts):,} accounts ({report.mode})")
+
+            result = _score_and_plan(config, connector, state, key, profile, accounts, run_id, report)
+            if result is None:
+                return _finish(state, report, "ok", t0, connector, config)
+            the_plan, desired = result
+
+            files = _write_plan_files(config, run_id, the_plan)
+            report.files.update(files)
+            if options.dry_run:
+                report.message = (
+                    f"dry run: {len(the_plan.changes):,} records would change; nothing was written"
+                )
+                return _finish(state, report, "dry-run", t0, connector, config)
+
+            book_total = len(accounts) if full or targeted else max(connector.count_accounts(), len(accounts))
+            ratio = the_plan.updates / book_total if book_total else 0.0
+            report.change_ratio = round(ratio, 4)
+            if ratio > config.sync.max_change_ratio and not options.force:
+                report.message = (
+                    f"safety cap: this run would overwrite {the_plan.updates:,} existing values "
+                    f"({ratio:.0%} of {book_total:,} accounts), above sync.max_change_ratio = "
+                    f"{config.sync.max_change_ratio:.0%}. Nothing was written. Check the plan in "
+                    f"{files['plan_csv']}, then rerun with --force if it is what you want."
+                )
+                _finish(state, report, "stopped: safety cap", t0, connector, config)
+                raise JobStopped(report.message, report)
+
+            _apply(connector, state, key, the_plan.changes, run_id, report, options.progress)
+            if report.failed:
+                report.files["errors_csv"] = str(_run_dir(config, run_id) / "errors.csv")
+            if not targeted:
+                new_mark = next_watermark(
+                    accounts["_modstamp"], accounts["id"], started, None if full else mark, fp
+                )
+                state.set_watermark(key, new_mark, run_id)
+            status = "ok" if not report.failed else "ok with record failures"
+            return _finish(state, report, status, t0, connector, config)
+        except QuotaExhausted as exc:
+            report.message = str(exc)
+            _finish(state, report, "stopped: quota", t0, connector, config)
+            raise JobStopped(str(exc), report) from None
+        except (CrmError, AuthFailed) as exc:
+            report.message = str(exc)
+            _finish(state, report, "failed", t0, connector, config)
+            raise
+
+
+def _connector(config: Config, override, policy: RetryPolicy | None):
+    if override is not None:
+        from contextlib import nullcontext
+
+        return nullcontext(override)
+    return open_crm(config, policy=policy)
+
+
+def _with_failed_records(connector, state: State, key: str, accounts: pd.DataFrame) -> pd.DataFrame:
+    """Records that failed last time are pulled again even if unchanged, so they are retried."""
+    failed = [i for i in state.failures(key).index if i not in set(accounts["id"])]
+    if not failed:
+        return accounts
+    extra = pull_accounts(connector, ids=failed)
+    return pd.concat([accounts, extra], ignore_index=True) if len(accounts) else extra
+
+
+def _score_and_plan(config, connector, state, key, profile, accounts, run_id, report):
+    if accounts.empty:
+        report.message = "no account changed since the last run"
+        return None
+    deals = pull_deals(connector) if needs_deals(config, profile) else None
+    base = accounts.drop(columns=[c for c in accounts.columns if c.startswith("live_")])
+    book = pipeline.Book(
+        with_aggregates(base, deals, referral_sources=config.referral_sources), deals, source=config.crm
+    )
+    scored = pipeline.score_book(config, book, profile)
+    report.scored = len(scored)
+    desired = scored.rename(columns={f"icp_{f}": f for f in OWNED_FIELDS})[list(OWNED_FIELDS)]
+    live = accounts.set_index(accounts["id"].astype("string"))[[f"live_{f}" for f in OWNED_FIELDS]]
+    live.columns = list(OWNED_FIELDS)
+    report.adopted_after_interrupt = state.adopt_pending(key, live, run_id)
+    last = state.last_written(key, list(desired.index))
+    the_plan = plan(desired, live, last, respect_manual_edits=config.sync.respect_manual_edits)
+    report.changed = len(the_plan.changes)
+    kept = the_plan.manual_edits["action"] == "kept" if len(the_plan.manual_edits) else pd.Series(dtype=bool)
+    report.skipped_manual_edits = int(kept.sum())
+    report.overwritten_manual_edits = int(len(the_plan.manual_edits) - kept.sum())
+    return the_plan, desired
+
+
+def _apply(
+    connector, state: State, key: str, changes: pd.DataFrame, run_id: int, report: RunReport, progress: bool
+) -> None:
+    if changes.empty:
+        return
+    values = changes[list(OWNED_FIELDS)]
+    state.mark_pending(key, values, run_id)
+    failures: list[dict] = []
+    with progress_bar(progress, len(values), "writing") as bar:
+        for results in connector.write(values):
+            ok = [r.record_id for r in results if r.success]
+            bad = [r for r in results if not r.success]
+            if ok:
+                state.record_written(key, values.loc[ok], run_id)
+            if bad:
+                frame = pd.DataFrame(
+                    {"code": [r.code for r in bad], "message": [r.message for r in bad]},
+                    index=[r.record_id for r in bad],
+                )
+                state.record_failures(key, frame, run_id)
+                failures += [{"record_id": r.record_id, "code": r.code, "message": r.message} for r in bad]
+            report.written += len(ok)
+            report.failed += len(bad)
+            bar.update(len(results))
+    report.failures = failures
+
+
+def _run_dir(config: Config, run_id: int) -> Path:
+    path = config.state_dir / "runs" / str(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_plan_files(config: Config, run_id: int, the_plan: Plan) -> dict[str, str]:
+    directory = _run_dir(config, run_id)
+    plan_csv = directory / "plan.csv"
+    the_plan.changes.rename_axis("record_id").to_csv(plan_csv)
+    manual_csv = directory / "manual-edits.csv"
+    the_plan.manual_edits.rename_axis("record_id").to_csv(manual_csv)
+    (directory / "plan.json").write_text(json.dumps(the_plan.summary(), indent=2))
+    return {
+        "plan_csv": str(plan_csv),
+        "plan_json": str(directory / "plan.json"),
+        "manual_edits_csv": str(manual_csv),
+    }
+
+
+def _finish(state: State, report: RunReport, status: str, t0: float, connector, config: Config) -> RunReport:
+    report.status = status
+    report.duration_s = round(time.monotonic() - t0, 3)
+    calls_before, retries_before, writes_before = report.counters_from
+    report.api_calls = connector.api_calls - calls_before
+    report.retries = connector.policy.retries - retries_before
+    report.write_calls = connector.write_calls - writes_before
+    if report.run_id is not None:
+        directory = _run_dir(config, report.run_id)
+        if report.failures:
+            pd.DataFrame(report.failures).to_csv(directory / "errors.csv", index=False)
+        (directory / "summary.json").write_text(json.dumps(report.as_dict(), indent=2, default=str))
+        report.files["summary_json"] = str(directory / "summary.json")
+        state.finish_run(report.run_id, status, report.as_dict())
+    return report
+
+
+def iter_reports(config: Config, limit: int = 10) -> Iterator[dict]:
+    with State.open(config.state_dir, lock=False) as state:
+        yield from state.runs(limit)
+
+
+__all__ = ["JobStopped", "PreflightError", "RunOptions", "RunReport", "run"]

@@ -1,0 +1,57 @@
+"""Fixtures for the sync engine: a seeded sandbox per test, a config pointing the real connector at it,
+and a profile learned once per session from the same book."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from sandbox import Sandbox
+from sync import pipeline
+from sync.config import parse_config
+
+N_ACCOUNTS = 300
+
+
+def make_config(tmp_path, sb, *, extra: dict | None = None, env: dict | None = None):
+    raw = {
+        "crm": {"kind": "salesforce"},
+        "icp": {"profile": "icp-profile.toml", "state_dir": ".icp"},
+        "sync": {"lookback_minutes": 0},
+    }
+    for key, value in (extra or {}).items():
+        raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
+    secrets = (
+        {
+            "SF_INSTANCE_URL": sb.salesforce.instance_url,
+            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
+            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
+        }
+        if env is None
+        else env
+    )
+    return parse_config(raw, path=tmp_path / "icp.toml", env=secrets)
+
+
+@pytest.fixture(scope="session")
+def learned_profile(tmp_path_factory):
+    """One profile for the session, learned through the connector from a sandbox seeded like the tests'."""
+    directory = tmp_path_factory.mktemp("profile")
+    with Sandbox(accounts=N_ACCOUNTS, seed=7, with_icp_fields=True) as sb:
+        config = make_config(directory, sb)
+        book = pipeline.load_book(config)
+        pipeline.learn(config, book)
+    return directory / "icp-profile.toml"
+
+
+@pytest.fixture
+def sb():
+    with Sandbox(accounts=N_ACCOUNTS, seed=7, with_icp_fields=True) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def config(tmp_path, sb, learned_profile):
+    shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
+    return make_config(tmp_path, sb)

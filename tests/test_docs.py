@@ -44,6 +44,11 @@ def test_every_example_key_is_in_the_readme_reference():
                     documented.append(f"`[{name}.{sub}]`" if isinstance(value[sub], dict) else f"`[{name}]`")
             else:
                 documented.append(f"`[{section}] {key}`")
-    missing = [d for d in documented if d not in README and d.replace("`[csv.accounts]`", "`[csv] accounts`")
-               .replace("`[csv.deals]`", "`[csv] deals`") not in README]
+    missing = [
+        d
+        for d in documented
+        if d not in README
+        and d.replace("`[csv.accounts]`", "`[csv] accounts`").replace("`[csv.deals]`", "`[csv] deals`")
+        not in README
+    ]
     assert not missing

@@ -21,8 +21,9 @@ from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetryPolicy
 from scoring.aggregates import AGGREGATE_COLUMNS, with_aggregates
 from scoring.profile import Profile, load_profile
 from sync import pipeline
+from sync.apply import ApplyResult, apply_changes
 from sync.config import Config
-from sync.crm import crm_key, open_crm, progress_bar, pull_accounts, pull_deals
+from sync.crm import crm_key, open_crm, pull_accounts, pull_deals
 from sync.plan import OWNED_FIELDS, Plan, plan
 from sync.state import State, next_watermark, pull_since
 
@@ -176,6 +177,7 @@ def run(
         report.mode = "targeted" if targeted else ("full" if full else "incremental")
         run_id = state.start_run(key, report.mode + (" dry-run" if options.dry_run else ""), started)
         report.run_id = run_id
+        applied = ApplyResult()
         try:
             since = (
                 None
@@ -216,7 +218,10 @@ def run(
                 _finish(state, report, "stopped: safety cap", t0, connector, config)
                 raise JobStopped(report.message, report)
 
-            _apply(connector, state, key, the_plan.changes, run_id, report, options.progress)
+            apply_changes(
+                connector, state, key, the_plan.changes, run_id, progress=options.progress, result=applied
+            )
+            _count(report, applied)
             if report.failed:
                 report.files["errors_csv"] = str(_run_dir(config, run_id) / "errors.csv")
             if not targeted:
@@ -227,10 +232,12 @@ def run(
             status = "ok" if not report.failed else "ok with record failures"
             return _finish(state, report, status, t0, connector, config)
         except QuotaExhausted as exc:
+            _count(report, applied)
             report.message = str(exc)
             _finish(state, report, "stopped: quota", t0, connector, config)
             raise JobStopped(str(exc), report) from None
         except (CrmError, AuthFailed) as exc:
+            _count(report, applied)
             report.message = str(exc)
             _finish(state, report, "failed", t0, connector, config)
             raise
@@ -277,31 +284,8 @@ def _score_and_plan(config, connector, state, key, profile, accounts, run_id, re
     return the_plan, desired
 
 
-def _apply(
-    connector, state: State, key: str, changes: pd.DataFrame, run_id: int, report: RunReport, progress: bool
-) -> None:
-    if changes.empty:
-        return
-    values = changes[list(OWNED_FIELDS)]
-    state.mark_pending(key, values, run_id)
-    failures: list[dict] = []
-    with progress_bar(progress, len(values), "writing") as bar:
-        for results in connector.write(values):
-            ok = [r.record_id for r in results if r.success]
-            bad = [r for r in results if not r.success]
-            if ok:
-                state.record_written(key, values.loc[ok], run_id)
-            if bad:
-                frame = pd.DataFrame(
-                    {"code": [r.code for r in bad], "message": [r.message for r in bad]},
-                    index=[r.record_id for r in bad],
-                )
-                state.record_failures(key, frame, run_id)
-                failures += [{"record_id": r.record_id, "code": r.code, "message": r.message} for r in bad]
-            report.written += len(ok)
-            report.failed += len(bad)
-            bar.update(len(results))
-    report.failures = failures
+def _count(report: RunReport, applied: ApplyResult) -> None:
+    report.written, report.failed, report.failures = applied.written, applied.failed, applied.failures
 
 
 def _run_dir(config: Config, run_id: int) -> Path:

@@ -19,7 +19,7 @@ from scoring.backtest import backtest as backtest_book
 from scoring.club import Club, select_club, validate_criteria
 from scoring.errors import ScoringError
 from scoring.fit import Tiers, attribute_matches, score, summarize
-from scoring.profile import Profile, learn_profile, load_profile, save_profile
+from scoring.profile import Profile, format_number, learn_profile, load_profile, save_profile
 from scoring.segments import assign_segments, validate_rules
 from sync.config import Config, ConfigError
 
@@ -198,7 +198,11 @@ def explain(config: Config, book: Book, profile: Profile, account_id: str) -> di
     attributes = []
     for attr in profile.attributes:
         value = row[attr.name].iloc[0]
-        wants = ", ".join(attr.values) if attr.kind == "categorical" else f"{attr.low:g}-{attr.high:g}"
+        wants = (
+            ", ".join(attr.values)
+            if attr.kind == "categorical"
+            else f"{format_number(attr.low)}-{format_number(attr.high)}"
+        )
         attributes.append(
             {
                 "attribute": attr.name,

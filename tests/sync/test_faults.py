@@ -145,12 +145,13 @@ def test_daily_quota_stops_cleanly_and_the_next_run_resumes(sb, config):
     sb.faults.set_quota(
         "salesforce", reads + 1
     )  # preflight, pull and one write batch fit; the second does not
-    with pytest.raises(JobStopped, match="request limit"):
+    with pytest.raises(JobStopped, match="request limit") as stopped:
         job.run(config, policy=fast())
     with State.open(config.state_dir, lock=False) as st:
         assert st.watermark("salesforce") is None  # the watermark did not advance
         partial = len(st.last_written("salesforce"))
     assert 0 < partial < N_ACCOUNTS
+    assert stopped.value.report.written == partial and stopped.value.report.status == "stopped: quota"
     reports = rerun_until_clean(config, sb)
     assert reports[0].written == N_ACCOUNTS - partial  # nothing written twice
     state_matches_crm(config, sb)

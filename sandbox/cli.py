@@ -72,8 +72,10 @@ def serve(port, accounts, seed, db, faults, with_fields, as_json, log_requests) 
         log_requests=log_requests,
     )
     stop = threading.Event()
-    # SIGTERM stops as cleanly as Ctrl-C does.
+    # Ctrl-C and SIGTERM both just ask the serving loop to end: no KeyboardInterrupt can land half-way
+    # through start-up or shutdown.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         sandbox = Sandbox(options)
     except sqlite3.Error as exc:
@@ -90,10 +92,7 @@ def serve(port, accounts, seed, db, faults, with_fields, as_json, log_requests) 
             click.echo(json.dumps(sandbox.connection_info()))
         else:
             click.echo(_summary(sandbox))
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
     finally:
         sandbox.stop()

@@ -9,7 +9,8 @@ Measured:
    --collections-accounts accounts: the target is ceil(N / 200);
 2. the nightly run of --accounts accounts (first run writes every account, through Bulk API 2.0 above the
    bulk threshold): wall time, API calls, write calls, peak RSS;
-3. the rerun with nothing changed: write calls (target 0).
+3. the rerun with nothing changed: write calls (target 0);
+4. the HTTP calls one Bulk API 2.0 write makes at several sizes (target: constant).
 """
 
 from __future__ import annotations
@@ -97,6 +98,29 @@ def learn_elsewhere(directory: Path, info: dict) -> float:
     return time.perf_counter() - t0
 
 
+def bulk_http_calls(n: int) -> int:
+    from sandbox import Sandbox
+    from sync import pipeline
+    from sync.config import parse_config
+
+    with Sandbox(accounts=n, seed=7, with_icp_fields=True) as sb, tempfile.TemporaryDirectory() as d:
+        env = {
+            "SF_INSTANCE_URL": sb.salesforce.instance_url,
+            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
+            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
+        }
+        raw = {
+            "crm": {"kind": "salesforce"},
+            "salesforce": {"bulk_threshold": 100},
+            "sync": {"max_change_ratio": 1.0},
+        }
+        cfg = parse_config(raw, path=Path(d) / "icp.toml", env=env)
+        pipeline.learn(cfg, pipeline.load_book(cfg))
+        sb.calls.reset()
+        job.run(cfg)
+        return sb.calls.count("sf.bulk2.ingest")
+
+
 def timed_run(config) -> tuple[job.RunReport, float]:
     t0 = time.perf_counter()
     report = job.run(config)
@@ -109,6 +133,13 @@ def main() -> None:
     )
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--collections-accounts", type=int, default=10_000)
+    parser.add_argument(
+        "--bulk-sizes",
+        type=int,
+        nargs="*",
+        default=[1_000, 10_000, 50_000],
+        help="changed-account counts at which to count a Bulk API 2.0 write's HTTP calls",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out: dict = {"accounts": args.accounts, "cpus": os.cpu_count()}
@@ -150,6 +181,9 @@ def main() -> None:
                 "api_calls": second.api_calls,
             }
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # 4. HTTP calls of a Bulk API 2.0 write at growing N (in-process sandboxes, to read their counters;
+    #    after the RSS reading on purpose).
+    out["bulk_http_calls"] = {n: bulk_http_calls(n) for n in args.bulk_sizes}
 
     if args.json:
         print(json.dumps(out))
@@ -167,6 +201,8 @@ def main() -> None:
     print(
         f"Profile learned from the CRM in {out['learn_s']} s; peak RSS of the job process {out['peak_rss_mb']} MB"
     )
+    calls = ", ".join(f"{n:,} accounts: {c}" for n, c in out["bulk_http_calls"].items())
+    print(f"HTTP calls of one Bulk API 2.0 write: {calls}")
 
 
 if __name__ == "__main__":

@@ -100,12 +100,14 @@ def fingerprint(config: Config, profile: Profile) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def needs_deals(config: Config, profile: Profile | None) -> bool:
-    """Deals are pulled only when something scored reads a deal aggregate (the fit usually does not)."""
+def reads_aggregates(config: Config, profile: Profile | None) -> bool:
+    """Whether a segment rule or the profile reads a deal aggregate or child_accounts. Those depend on
+    other records (deals, subsidiaries) whose changes do not move an account's SystemModstamp, so such
+    a config pulls deals and rescores the whole book every run instead of the changed accounts only."""
     used = {a.name for a in profile.attributes} if profile else set()
     for rule in config.segments:
         used |= {c.field for c in rule.when}
-    return bool(used & set(AGGREGATE_COLUMNS) - {"child_accounts"})
+    return bool(used & set(AGGREGATE_COLUMNS))
 
 
 def segment_names(config: Config) -> list[str]:
@@ -173,7 +175,7 @@ def run(
         mark = state.watermark(key)
         fp = fingerprint(config, profile)
         targeted = options.ids is not None or options.where is not None
-        full = options.full or mark is None or mark.fingerprint != fp
+        full = options.full or mark is None or mark.fingerprint != fp or reads_aggregates(config, profile)
         report.mode = "targeted" if targeted else ("full" if full else "incremental")
         run_id = state.start_run(key, report.mode + (" dry-run" if options.dry_run else ""), started)
         report.run_id = run_id
@@ -264,7 +266,7 @@ def _score_and_plan(config, connector, state, key, profile, accounts, run_id, re
     if accounts.empty:
         report.message = "no account changed since the last run"
         return None
-    deals = pull_deals(connector) if needs_deals(config, profile) else None
+    deals = pull_deals(connector) if reads_aggregates(config, profile) else None
     base = accounts.drop(columns=[c for c in accounts.columns if c.startswith("live_")])
     book = pipeline.Book(
         with_aggregates(base, deals, referral_sources=config.referral_sources), deals, source=config.crm

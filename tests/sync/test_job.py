@@ -220,3 +220,22 @@ def test_a_changed_config_forces_a_full_rescore(sb, config):
     stricter = dataclasses.replace(config, tiers=(80.0, 50.0, 25.0))
     assert job.run(stricter).mode == "full"
     assert job.run(stricter).mode == "incremental"
+
+
+def test_rules_on_deal_aggregates_pull_deals_and_rescore_the_whole_book(sb, tmp_path, learned_profile):
+    import shutil
+
+    shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
+    segments = [{"name": "Customers", "when": [{"field": "won_deals", "op": ">=", "value": 1}]},
+                {"name": "Prospects"}]
+    from sync.crm import open_crm
+
+    cfg = make_config(tmp_path, sb, extra={"segments": segments})
+    with open_crm(cfg) as connector:
+        connector.apply_fields(connector.check_fields(job.segment_names(cfg)))
+    first = job.run(cfg)
+    assert first.mode == "full" and sb.calls.count("sf.query") >= 2  # accounts and opportunities
+    buyers = {o["AccountId"] for o in sb.sf.records("Opportunity") if o["IsWon"]}
+    for rec in sb.sf.records("Account"):
+        assert rec["ICP_Segment__c"] == ("Customers" if rec["Id"] in buyers else "Prospects")
+    assert job.run(cfg).mode == "full"  # a new won deal does not touch the account's modstamp

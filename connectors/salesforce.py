@@ -19,13 +19,16 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import requests
+import zeep.exceptions
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
+from simple_salesforce.bulk2 import Operation
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
     SalesforceError,
     SalesforceExpiredSession,
     SalesforceMalformedRequest,
+    SalesforceOperationError,
 )
 
 from connectors.base import FieldPlan, FieldSpec, Usage, WriteResult
@@ -210,46 +213,61 @@ class SalesforceConnector:
         return self._sf
 
     def _login(self) -> None:
+        """Log in (or adopt the given session) under the retry policy: a 5xx, a request limit or a dropped
+        connection during login is retried; refused credentials are not."""
         sec, s = self._secrets, self.settings
         common = {"session": self._session, "version": s.api_version}
+        if self.mode == "session":
+            kwargs = {"instance_url": sec["SF_INSTANCE_URL"], "session_id": sec["SF_ACCESS_TOKEN"]}
+        elif self.mode == "password":
+            kwargs = {
+                "username": sec["SF_USERNAME"],
+                "password": sec["SF_PASSWORD"],
+                "security_token": sec["SF_SECURITY_TOKEN"],
+                "domain": s.domain,
+            }
+        elif self.mode == "jwt":
+            kwargs = {
+                "username": sec["SF_USERNAME"],
+                "consumer_key": sec["SF_CONSUMER_KEY"],
+                "privatekey_file": sec["SF_PRIVATE_KEY_FILE"],
+                "domain": s.domain,
+            }
+        else:
+            kwargs = {
+                "consumer_key": sec["SF_CONSUMER_KEY"],
+                "consumer_secret": sec["SF_CONSUMER_SECRET"],
+                "domain": s.domain,
+            }
+
+        def attempt() -> Salesforce:
+            if self.mode != "session":
+                self.api_calls += 1
+            return Salesforce(**kwargs, **common)
+
         try:
-            if self.mode == "session":
-                sf = Salesforce(
-                    instance_url=sec["SF_INSTANCE_URL"], session_id=sec["SF_ACCESS_TOKEN"], **common
-                )
-            elif self.mode == "password":
-                sf = Salesforce(
-                    username=sec["SF_USERNAME"],
-                    password=sec["SF_PASSWORD"],
-                    security_token=sec["SF_SECURITY_TOKEN"],
-                    domain=s.domain,
-                    **common,
-                )
-            elif self.mode == "jwt":
-                sf = Salesforce(
-                    username=sec["SF_USERNAME"],
-                    consumer_key=sec["SF_CONSUMER_KEY"],
-                    privatekey_file=sec["SF_PRIVATE_KEY_FILE"],
-                    domain=s.domain,
-                    **common,
-                )
-            else:
-                sf = Salesforce(
-                    consumer_key=sec["SF_CONSUMER_KEY"],
-                    consumer_secret=sec["SF_CONSUMER_SECRET"],
-                    domain=s.domain,
-                    **common,
-                )
-        except SalesforceAuthenticationFailed as exc:
-            raise AuthFailed(
-                f"Salesforce refused the login ({self.mode}): {exc.code}: {exc.message}"
-            ) from None
-        except requests.RequestException as exc:
-            raise CrmError(f"cannot reach Salesforce to log in: {type(exc).__name__}") from None
-        if self.mode != "session":
-            self.api_calls += 1
+            self._sf = self.policy.call(attempt, classify=self._classify_login, what="Salesforce login")
+        except AuthFailed as exc:
+            # Not chained: the SDK's exception could carry the login request, secrets included.
+            raise AuthFailed(str(exc)) from None
         self.logins += 1
-        self._sf = sf
+
+    def _classify_login(self, exc: BaseException) -> BaseException | None:
+        if isinstance(
+            exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
+        ):
+            return Retryable(f"cannot reach Salesforce to log in: {type(exc).__name__}")
+        if isinstance(exc, SalesforceAuthenticationFailed):
+            code = exc.code
+            transient = (isinstance(code, int) and (code >= 500 or code == 429)) or code in RETRYABLE_CODES
+            if transient:
+                return Retryable(f"login answered {code}", code=str(code))
+            # exc.message is Salesforce's text (e.g. "Invalid username, password, security token; or user
+            # locked out."); it never echoes the credentials sent.
+            return AuthFailed(f"Salesforce refused the login ({self.mode}): {code}: {exc.message}")
+        if isinstance(exc, requests.RequestException):
+            return CrmError(f"cannot log in to Salesforce: {type(exc).__name__}")
+        return None
 
     def _metadata_api(self):
         mdapi = self.sf.mdapi
@@ -277,6 +295,20 @@ class SalesforceConnector:
             if codes & RETRYABLE_CODES or (exc.status and exc.status >= 500) or exc.status == 429:
                 return Retryable(message, code=",".join(sorted(c for c in codes if c)))
             return CrmError(f"Salesforce answered {exc.status} to {exc.resource_name}: {message}")
+        if isinstance(exc, zeep.exceptions.Fault):
+            # Metadata API (SOAP through zeep): the fault code carries Salesforce's, e.g. sf:SERVER_UNAVAILABLE.
+            code = str(exc.code or "").rpartition(":")[2]
+            message = str(exc.message or code)
+            if code == "REQUEST_LIMIT_EXCEEDED" and "TotalRequests" in message:
+                return _QuotaOrRateLimit(message, code=code)
+            if code in RETRYABLE_CODES:
+                return Retryable(message, code=code)
+            return CrmError(f"the Salesforce Metadata API refused the call: {message}")
+        if isinstance(exc, SalesforceOperationError):
+            return CrmError(f"a Salesforce Bulk API 2.0 job failed: {str(exc)[:300]}")
+        if type(exc) is Exception:
+            # The SDK's Metadata API raises a bare Exception listing each component Salesforce rejected.
+            return CrmError(f"the Salesforce Metadata API rejected the change: {str(exc).strip()}")
         return None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -435,7 +467,9 @@ class SalesforceConnector:
         """Canonical account pages (plus `live_<field>` owned values and `_modstamp`), oldest change first."""
         if ids is not None and len(ids) > 500:
             for start in range(0, len(ids), 500):
-                yield from self.iter_accounts(ids=ids[start : start + 500], where=where, page_size=page_size)
+                yield from self.iter_accounts(
+                    since=since, ids=ids[start : start + 500], where=where, page_size=page_size
+                )
             return
         soql = self._account_soql(since=since, ids=ids, where=where)
         try:
@@ -448,7 +482,7 @@ class SalesforceConnector:
         except SalesforceMalformedRequest as exc:
             raise CrmError(f"Salesforce rejected the account query: {_error_text(exc)}") from None
 
-    def iter_deals(self, account_ids: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    def iter_deals(self) -> Iterator[pd.DataFrame]:
         """Closed opportunities as canonical deals, page by page."""
         fields = ", ".join(OPPORTUNITY_FIELDS.values())
         soql = f"SELECT {fields} FROM Opportunity WHERE IsClosed = true AND AccountId != null ORDER BY Id"
@@ -481,12 +515,24 @@ class SalesforceConnector:
             yield buffer
 
     def _bulk_query(self, soql: str) -> Iterator[pd.DataFrame]:
-        pages = self._call(
-            "bulk query", lambda: self.sf.bulk2.Account.query(soql, wait=self.settings.bulk_poll_s)
-        )
-        for text in pages:
-            self.api_calls += 1
-            yield pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        # `bulk2.Account.query` is a generator: calling it sends nothing, so under `_call` no request of it
+        # would be retried or classified. Drive the job step by step through the SDK's Bulk 2.0 client
+        # instead, each step one `_call`; a results page is fetched again with the same locator.
+        # The client is looked up per call: a renewed session (after INVALID_SESSION_ID) means a new one.
+        def client():
+            return self.sf.bulk2.Account._client
+
+        job = self._call("bulk query", lambda: client().create_job(Operation.query, soql))
+        self._call("bulk query", lambda: client().wait_for_job(job["id"], True, self.settings.bulk_poll_s))
+        locator = ""
+        while True:
+            page = self._call(
+                "bulk query results", lambda loc=locator: client().get_query_results(job["id"], loc)
+            )
+            yield pd.read_csv(io.StringIO(page["records"]), dtype=str, keep_default_na=False)
+            locator = page["locator"]
+            if not locator:
+                break
 
     def _to_accounts(self, raw: pd.DataFrame) -> pd.DataFrame:
         cols = self.read_fields()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from connectors.csvfile import BookError
 from connectors.retry import CrmError, QuotaExhausted
+from sandbox.cli import serve as sandbox_serve
 from scoring.errors import ScoringError
 from sync import pipeline
 from sync.config import CRM_KINDS, ConfigError, load_config
@@ -105,8 +106,9 @@ def common_options(func):
 def main() -> None:
     """icp-sync: segment your CRM accounts and score their fit to your Ideal Customer Profile.
 
-    Start with `icp demo`, then point a config (icp.toml) at your own export: `icp profile learn`,
-    `icp score`, `icp explain ID`, `icp backtest --as-of DATE`.
+    Start with `icp demo`. On a CSV export: `icp profile learn`, `icp score`, `icp explain ID`,
+    `icp backtest --as-of DATE`. On Salesforce (or the local sandbox): `icp doctor`,
+    `icp fields --apply`, `icp profile learn`, `icp run --dry-run`, then `icp run` every night.
     """
 
 
@@ -656,20 +658,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _mount_sandbox() -> None:
-    try:
-        from sandbox.cli import serve
-    except ImportError:  # the sandbox CLI is optional while the sandbox is being built
-        return
-
-    @main.group()
-    def sandbox() -> None:
-        """A local Salesforce- and HubSpot-compatible CRM, for rehearsals and tests."""
-
-    sandbox.add_command(serve, "serve")
+@main.group()
+def sandbox() -> None:
+    """A local Salesforce- and HubSpot-compatible CRM, for rehearsals and tests."""
 
 
-_mount_sandbox()
+sandbox.add_command(sandbox_serve, "serve")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -172,7 +172,7 @@ def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     with open_crm(crm_config) as connector:
         plan = connector.check_fields(job.segment_names(crm_config))
         connector.apply_fields(plan)
-        crm_book = pipeline.Book(*_pulled(connector, crm_config), source="sandbox")
+        crm_book = pipeline.book_from_crm(crm_config, connector)
         crm_learned = pipeline.learn(crm_config, crm_book)
         first = job.run(crm_config, job.RunOptions(), connector_override=connector)
         second = job.run(crm_config, job.RunOptions(), connector_override=connector)
@@ -212,18 +212,6 @@ def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     ctx.say(f"  icp explain {example} --config {files.config}")
     ctx.say(f"  icp report --config {crm_config.path}")
     ctx.say(f"  icp run --dry-run --full --config {crm_config.path}")
-
-
-def _pulled(connector, config):
-    from scoring.aggregates import with_aggregates
-    from sync.crm import pull_accounts, pull_deals
-
-    accounts = pull_accounts(connector)
-    accounts = accounts.drop(
-        columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
-    )
-    deals = pull_deals(connector)
-    return with_aggregates(accounts, deals, referral_sources=config.referral_sources), deals
 
 
 # ----------------------------------------------------------------------------------------------- profile

@@ -47,19 +47,10 @@ def load_book(config: Config, *, as_of: Any = None, progress: bool = False) -> B
     """Read the configured book (a CSV export, or every account and closed deal in the CRM) and add deal
     aggregates; rules naming unknown fields fail here, all at once."""
     if config.crm in ("salesforce", "sandbox"):
-        from sync.crm import open_crm, pull_accounts, pull_deals
+        from sync.crm import open_crm
 
         with open_crm(config) as connector:
-            accounts = pull_accounts(connector, progress=progress)
-            deals = pull_deals(connector)
-        accounts = accounts.drop(
-            columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
-        )
-        if accounts.empty:
-            raise ScoringError(f"the {config.crm} org has no accounts to learn from or score")
-        accounts = with_aggregates(accounts, deals, as_of, referral_sources=config.referral_sources)
-        check_rules(config, accounts.columns)
-        return Book(accounts=accounts, deals=deals, source=config.crm)
+            return book_from_crm(config, connector, as_of=as_of, progress=progress)
     if config.csv is None:
         raise ConfigError(config.path, ['[csv] accounts: required when crm.kind = "csv"'])
     c = config.csv
@@ -73,6 +64,22 @@ def load_book(config: Config, *, as_of: Any = None, progress: bool = False) -> B
     accounts = with_aggregates(raw.accounts, raw.deals, as_of, referral_sources=config.referral_sources)
     check_rules(config, accounts.columns)
     return Book(accounts=accounts, deals=raw.deals, report=raw.report, source=str(c.accounts))
+
+
+def book_from_crm(config: Config, connector, *, as_of: Any = None, progress: bool = False) -> Book:
+    """Every account and closed deal the connector can see, with deal aggregates."""
+    from sync.crm import pull_accounts, pull_deals
+
+    accounts = pull_accounts(connector, progress=progress)
+    deals = pull_deals(connector)
+    accounts = accounts.drop(
+        columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
+    )
+    if accounts.empty:
+        raise ScoringError(f"the {config.crm} org has no accounts to learn from or score")
+    accounts = with_aggregates(accounts, deals, as_of, referral_sources=config.referral_sources)
+    check_rules(config, accounts.columns)
+    return Book(accounts=accounts, deals=deals, source=config.crm)
 
 
 def check_rules(config: Config, columns) -> None:

@@ -690,9 +690,10 @@ def test_usage_reports_the_orgs_daily_api_usage(org):
 
 @pytest.mark.parametrize("kind", ["server_error", "drop"])
 def test_a_transient_failure_during_login_is_retried(org, kind, private_key_file):
+    before = org.faults.fired[kind]  # the module's org has seen other faults of this kind
     org.faults.inject(kind, times=2, only="sf.login")
     connector = SalesforceConnector(
         settings_for(org), login_secrets(org, "password", private_key_file), policy=fast_policy()
     )
     assert connector.count_accounts() > 0
-    assert org.faults.fired[kind] == 2 and connector.policy.retries >= 2
+    assert org.faults.fired[kind] - before == 2 and connector.policy.retries >= 2

@@ -226,8 +226,10 @@ def test_rules_on_deal_aggregates_pull_deals_and_rescore_the_whole_book(sb, tmp_
     import shutil
 
     shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
-    segments = [{"name": "Customers", "when": [{"field": "won_deals", "op": ">=", "value": 1}]},
-                {"name": "Prospects"}]
+    segments = [
+        {"name": "Customers", "when": [{"field": "won_deals", "op": ">=", "value": 1}]},
+        {"name": "Prospects"},
+    ]
     from sync.crm import open_crm
 
     cfg = make_config(tmp_path, sb, extra={"segments": segments})

@@ -165,7 +165,8 @@ class RestApi:
         return json_response({"objectDescribe": sobject.global_entry(version), "recentItems": []})
 
     # -- single records -----------------------------------------------------------------------------------
-    def get_record(self, version: str, name: str, record_id: str, fields_param: str | None) -> Response:
+    def _live_record(self, name: str, record_id: str):
+        """(sobject type, normalised id, record) of an existing, undeleted record, else the vendor's 404."""
         sobject = self.sobject_type(name)
         normalized = normalize_id(record_id)
         if normalized is None or not normalized.startswith(sobject.key_prefix):
@@ -175,6 +176,10 @@ class RestApi:
             raise not_found()
         if record["IsDeleted"]:
             raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        return sobject, normalized, record
+
+    def get_record(self, version: str, name: str, record_id: str, fields_param: str | None) -> Response:
+        sobject, normalized, record = self._live_record(name, record_id)
         if fields_param:
             wanted = [sobject.field(n.strip()) for n in fields_param.split(",")]
             if any(f is None for f in wanted):
@@ -221,15 +226,7 @@ class RestApi:
         )
 
     def delete_record(self, name: str, record_id: str) -> Response:
-        sobject = self.sobject_type(name)
-        normalized = normalize_id(record_id)
-        if normalized is None or not normalized.startswith(sobject.key_prefix):
-            raise not_found()
-        record = self.store.record(sobject.name, normalized)
-        if record is None:
-            raise not_found()
-        if record["IsDeleted"]:
-            raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+        sobject, normalized, _ = self._live_record(name, record_id)
         self.store.delete(sobject.name, normalized, self._user())
         return Response(status=204)
 

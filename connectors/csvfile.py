@@ -49,7 +49,7 @@ ACCOUNTS_SECTION = "[csv.accounts.columns]"
 DEALS_SECTION = "[csv.deals.columns]"
 STAGES_SECTION = "[csv.deals.stages]"
 
-#: Columns `write_scored` appends, in this order (DESIGN section 5, HubSpot-style names).
+#: Columns `write_scored` appends, in this order (docs/architecture.md, "Owned fields"; HubSpot-style names).
 SCORE_COLUMNS: tuple[str, ...] = (
     "icp_segment",
     "icp_fit_score",

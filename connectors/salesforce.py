@@ -32,8 +32,9 @@ from simple_salesforce.exceptions import (
 )
 
 from connectors.base import FieldPlan, FieldSpec, Usage, WriteResult
-from connectors.retry import AuthFailed, CrmError, QuotaExhausted, Retryable, RetryPolicy
-from connectors.schema import normalize_domain
+from connectors.owned import OWNED, default_names
+from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetriesExhausted, Retryable, RetryPolicy
+from connectors.schema import ACCOUNT_SCHEMA, DEAL_SCHEMA, ParseReport, conform
 
 #: canonical account column -> Salesforce Account field (standard fields; teams add their own mapping)
 ACCOUNT_FIELDS = {
@@ -61,15 +62,7 @@ OPPORTUNITY_FIELDS = {
     "created_at": "CreatedDate",
     "lead_source": "LeadSource",
 }
-DEFAULT_OWNED = {
-    "segment": FieldSpec("segment", "ICP_Segment__c", "ICP Segment", "picklist"),
-    "fit_score": FieldSpec("fit_score", "ICP_Fit_Score__c", "ICP Fit Score", "number"),
-    "tier": FieldSpec("tier", "ICP_Tier__c", "ICP Tier", "picklist", values=("A", "B", "C", "D")),
-    "reasons": FieldSpec("reasons", "ICP_Reasons__c", "ICP Reasons", "longtext", length=1024),
-    "scored_at": FieldSpec("scored_at", "ICP_Scored_At__c", "ICP Scored At", "datetime"),
-    "model": FieldSpec("model", "ICP_Model__c", "ICP Model", "text", length=40),
-}
-#: describe types each logical kind accepts
+#: describe types each owned-field kind accepts (an admin may have made a compatible field by hand)
 USABLE_TYPES = {
     "picklist": {"picklist"},
     "number": {"double", "int", "percent", "currency"},
@@ -82,22 +75,45 @@ ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 COLLECTION_SIZE = 200
 
 
-@dataclass
+@dataclass(frozen=True)
 class SalesforceSettings:
-    """Behaviour from `[salesforce]` in icp.toml; credentials come separately, from the environment."""
+    """Behaviour from `[salesforce]` in icp.toml (these defaults are the config's: sync/config.py reads them
+    from here), plus what the environment and the caller add. Credentials come separately."""
 
     api_version: str = "59.0"
     domain: str = "login"  # login | test | a My Domain such as acme.my
-    login_url: str | None = (
-        None  # send logins here instead of https://{domain}.salesforce.com (sandbox, proxy)
-    )
     bulk_threshold: int = 2000  # changed records above which writes go through Bulk API 2.0
     bulk_query_threshold: int = 200_000  # accounts above which pulls go through Bulk API 2.0 query
     timeout_s: float = 60.0
-    ca_bundle: str | None = None
+    quota_floor: int = 1000  # stop before pulling when fewer API calls than this are left today
+    fields: dict[str, str] = field(default_factory=lambda: default_names("salesforce"))  # logical -> name
     account_columns: dict[str, str] = field(default_factory=dict)  # canonical/custom name -> SF field
-    owned: dict[str, FieldSpec] = field(default_factory=lambda: dict(DEFAULT_OWNED))
+    # Not in the config file:
+    login_url: str | None = None  # send logins here instead of https://{domain}.salesforce.com (env)
+    ca_bundle: str | None = None  # env SF_CA_BUNDLE, or the sandbox's
+    reasons_length: int | None = None  # the reasons field's length ([scoring] reasons_max_len)
     bulk_poll_s: float = 0.5
+
+    @property
+    def owned(self) -> dict[str, FieldSpec]:
+        """The owned-field table's rows, named as this org names them."""
+        return {
+            f.logical: FieldSpec(
+                f.logical,
+                self.fields.get(f.logical, f.salesforce),
+                f.label,
+                f.kind,
+                (self.reasons_length or f.length) if f.logical == "reasons" else f.length,
+                f.values,
+            )
+            for f in OWNED
+        }
+
+
+#: The owned fields under their default names.
+DEFAULT_OWNED: dict[str, FieldSpec] = SalesforceSettings().owned
+#: The Metadata API type `icp fields --apply` creates for each kind of owned field.
+METADATA_TYPES: dict[str, str] = {f.kind: f.salesforce_type for f in OWNED}
 
 
 def soql_quote(value: str) -> str:
@@ -418,23 +434,24 @@ class SalesforceConnector:
             "label": spec.label,
             "description": "Written by icp-sync; edits are reported on the next run.",
         }
-        if spec.kind == "picklist":
+        kind = METADATA_TYPES[spec.kind]
+        if kind == "Picklist":
             values = [md.CustomValue(fullName=v, label=v, default=False) for v in spec.values]
             return md.CustomField(
-                type="Picklist",
+                type=kind,
                 valueSet=md.ValueSet(
                     restricted=True,
                     valueSetDefinition=md.ValueSetValuesDefinition(sorted=False, value=values),
                 ),
                 **common,
             )
-        if spec.kind == "number":
-            return md.CustomField(type="Number", precision=3, scale=0, **common)
-        if spec.kind == "longtext":
-            return md.CustomField(type="LongTextArea", length=spec.length or 1024, visibleLines=4, **common)
-        if spec.kind == "datetime":
-            return md.CustomField(type="DateTime", **common)
-        return md.CustomField(type="Text", length=spec.length or 40, **common)
+        if kind == "Number":
+            return md.CustomField(type=kind, precision=3, scale=0, **common)
+        if kind == "LongTextArea":
+            return md.CustomField(type=kind, length=spec.length, visibleLines=4, **common)
+        if kind == "DateTime":
+            return md.CustomField(type=kind, **common)
+        return md.CustomField(type=kind, length=spec.length or 255, **common)
 
     # -- pulls ----------------------------------------------------------------------------------------
     def read_fields(self) -> dict[str, str]:
@@ -462,33 +479,39 @@ class SalesforceConnector:
         return int(self._call("count accounts", lambda: self.sf.query(soql))["totalSize"])
 
     def iter_accounts(
-        self, *, since=None, ids=None, where=None, page_size: int = 2000, total: int | None = None
+        self,
+        *,
+        since=None,
+        ids=None,
+        where=None,
+        total: int | None = None,
+        report: ParseReport | None = None,
+        page_size: int = 2000,
     ) -> Iterator[pd.DataFrame]:
         """Canonical account pages (plus `live_<field>` owned values and `_modstamp`), oldest change first."""
         if ids is not None and len(ids) > 500:
             for start in range(0, len(ids), 500):
                 yield from self.iter_accounts(
-                    since=since, ids=ids[start : start + 500], where=where, page_size=page_size
+                    since=since, ids=ids[start : start + 500], where=where, page_size=page_size, report=report
                 )
             return
         soql = self._account_soql(since=since, ids=ids, where=where)
         try:
             if total is not None and total > self.settings.bulk_query_threshold:
-                for page in self._bulk_query(soql):
-                    yield self._to_accounts(page)
+                pages = self._bulk_query(soql)
             else:
-                for page in self._rest_pages(soql, page_size):
-                    yield self._to_accounts(pd.DataFrame.from_records(page))
+                pages = (pd.DataFrame.from_records(page) for page in self._rest_pages(soql, page_size))
+            for page in pages:
+                yield self._to_accounts(page, report)
         except SalesforceMalformedRequest as exc:
             raise CrmError(f"Salesforce rejected the account query: {_error_text(exc)}") from None
 
-    def iter_deals(self) -> Iterator[pd.DataFrame]:
+    def iter_deals(self, *, report: ParseReport | None = None) -> Iterator[pd.DataFrame]:
         """Closed opportunities as canonical deals, page by page."""
         fields = ", ".join(OPPORTUNITY_FIELDS.values())
         soql = f"SELECT {fields} FROM Opportunity WHERE IsClosed = true AND AccountId != null ORDER BY Id"
         for page in self._rest_pages(soql, 2000):
-            frame = pd.DataFrame.from_records(page)
-            yield self._to_deals(frame)
+            yield self._to_deals(pd.DataFrame.from_records(page), report)
 
     def _rest_pages(self, soql: str, page_size: int) -> Iterator[list[dict]]:
         """Follow nextRecordsUrl page by page; each page is a list of records without `attributes`."""
@@ -534,41 +557,30 @@ class SalesforceConnector:
             if not locator:
                 break
 
-    def _to_accounts(self, raw: pd.DataFrame) -> pd.DataFrame:
-        cols = self.read_fields()
-        out = pd.DataFrame(index=range(len(raw)))
-        for canonical, sf_field in cols.items():
-            out[canonical] = raw[sf_field] if sf_field in raw.columns else pd.NA
-        out = out.replace("", pd.NA)
-        for name in ("id", "name", "industry", "country", "state", "city", "parent_id", "account_type"):
-            out[name] = out[name].astype("string").str.strip()
-        out["domain"] = normalize_domain(out["domain"].astype("string")).values
-        out["employees"] = pd.to_numeric(out["employees"], errors="coerce").round().astype("Int64")
-        out["annual_revenue"] = pd.to_numeric(out["annual_revenue"], errors="coerce").astype("Float64")
-        for name in ("created_at", "modified_at"):
-            out[name] = pd.to_datetime(out[name], utc=True, errors="coerce", format="mixed")
-        for custom in set(cols) - set(ACCOUNT_FIELDS):
-            out[custom] = out[custom].astype("string")
+    def _to_accounts(self, raw: pd.DataFrame, report: ParseReport | None) -> pd.DataFrame:
+        """Salesforce names to canonical ones, then the shared conforming step (the CSV reader's)."""
+        raw = raw.reset_index(drop=True)
+        named = pd.DataFrame(
+            {canonical: raw[sf] for canonical, sf in self.read_fields().items() if sf in raw.columns},
+            index=raw.index,
+        )
+        out, found = conform(named, ACCOUNT_SCHEMA, table="accounts", rows=_record_labels(raw))
+        if report is not None:
+            report.merge(found)
         for logical, spec in self.settings.owned.items():
             col = raw[spec.name] if spec.name in raw.columns else pd.Series(pd.NA, index=raw.index)
             out[f"live_{logical}"] = col.replace("", pd.NA).astype("string").to_numpy()
         out["_modstamp"] = pd.to_datetime(raw["SystemModstamp"], utc=True, format="mixed").to_numpy()
         return out
 
-    def _to_deals(self, raw: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame({c: raw[f] if f in raw.columns else pd.NA for c, f in OPPORTUNITY_FIELDS.items()})
-        out["id"] = out["id"].astype("string")
-        out["account_id"] = out["account_id"].astype("string")
-        out["amount"] = pd.to_numeric(out["amount"], errors="coerce").astype("Float64")
-        for name in ("is_won", "is_closed"):
-            out[name] = (
-                out[name]
-                .map(lambda v: str(v).lower() == "true" if v is not None else pd.NA)
-                .astype("boolean")
-            )
-        for name in ("closed_at", "created_at"):
-            out[name] = pd.to_datetime(out[name], utc=True, errors="coerce", format="mixed")
-        out["lead_source"] = out["lead_source"].astype("string")
+    def _to_deals(self, raw: pd.DataFrame, report: ParseReport | None) -> pd.DataFrame:
+        raw = raw.reset_index(drop=True)
+        named = pd.DataFrame(
+            {c: raw[f] for c, f in OPPORTUNITY_FIELDS.items() if f in raw.columns}, index=raw.index
+        )
+        out, found = conform(named, DEAL_SCHEMA, table="deals", rows=_record_labels(raw))
+        if report is not None:
+            report.merge(found)
         return out
 
     # -- writes ---------------------------------------------------------------------------------------
@@ -591,32 +603,45 @@ class SalesforceConnector:
             records.append(rec)
         return records
 
-    def _write_collection(self, batch: pd.DataFrame, *, lock_retries: int = 2) -> list[WriteResult]:
-        records = self._payload(batch)
-        body = {"allOrNone": False, "records": records}
+    def _write_collection(self, batch: pd.DataFrame) -> list[WriteResult]:
+        """One sObject Collections PATCH (up to 200 records) under the retry policy. A retry re-sends only
+        the records whose outcome is unknown (the call failed) or that were locked (UNABLE_TO_LOCK_ROW clears
+        in moments): records the CRM already accepted or rejected are never sent twice."""
+        outcome: dict[str, WriteResult] = {}
+        unsettled = self._payload(batch)
+        locked: dict[str, WriteResult] = {}
 
-        def send():
+        def send() -> None:
+            nonlocal unsettled
+            locked.clear()
             self.write_calls += 1
-            return self.sf.restful("composite/sobjects", method="PATCH", json=body)
+            body = {"allOrNone": False, "records": unsettled}
+            answer = self.sf.restful("composite/sobjects", method="PATCH", json=body) or []
+            for rec, res in zip(unsettled, answer, strict=False):
+                rid = rec["id"]
+                if res.get("success"):
+                    outcome[rid] = WriteResult(rid, True)
+                    continue
+                errors = res.get("errors") or [{}]
+                code = errors[0].get("statusCode", "UNKNOWN")
+                result = WriteResult(rid, False, code, "; ".join(e.get("message", "") for e in errors))
+                if code == "UNABLE_TO_LOCK_ROW":
+                    locked[rid] = result
+                else:
+                    outcome[rid] = result
+            unsettled = [rec for rec in unsettled if rec["id"] not in outcome]
+            if locked:
+                raise Retryable(
+                    f"{len(locked)} record(s) locked by another update", code="UNABLE_TO_LOCK_ROW"
+                )
 
-        answer = self._call("update accounts", send)
-        results = []
-        locked = []
-        for rec, res in zip(records, answer or [], strict=False):
-            if res.get("success"):
-                results.append(WriteResult(rec["id"], True))
-                continue
-            errors = res.get("errors") or [{}]
-            code = errors[0].get("statusCode", "UNKNOWN")
-            message = "; ".join(e.get("message", "") for e in errors)
-            if code == "UNABLE_TO_LOCK_ROW" and lock_retries:
-                locked.append(rec["id"])
-            else:
-                results.append(WriteResult(rec["id"], False, code, message))
-        if locked:
-            # Row locks clear in moments; one or two quick re-sends of just those records usually land.
-            results += self._write_collection(batch.loc[locked], lock_retries=lock_retries - 1)
-        return results
+        try:
+            self._call("update accounts", send)
+        except RetriesExhausted:
+            if not locked:
+                raise
+            outcome.update(locked)  # still locked after every attempt: failed, retried on the next run
+        return [outcome[str(rid)] for rid in batch.index if str(rid) in outcome]
 
     def _write_bulk(self, changes: pd.DataFrame) -> Iterator[list[WriteResult]]:
         owned = self.settings.owned
@@ -656,6 +681,12 @@ class SalesforceConnector:
 
 class _QuotaOrRateLimit(Retryable):
     """REQUEST_LIMIT_EXCEEDED: retried like any limit, and reported as the quota if it never clears."""
+
+
+def _record_labels(raw: pd.DataFrame) -> pd.Series:
+    """What a parse report calls each record: its Salesforce id."""
+    ids = raw["Id"] if "Id" in raw.columns else pd.Series(raw.index, index=raw.index)
+    return ids.astype(str)
 
 
 def _sf_value(logical: str, value: Any) -> Any:

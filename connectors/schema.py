@@ -1,7 +1,7 @@
 """The canonical account/deal schema and the value parsers every connector shares.
 
-Connectors (CSV now, Salesforce and HubSpot later) hand raw CRM values to `conform`, which returns frames in
-the shape DESIGN section 3 describes, plus a `ParseReport` of the values it had to leave missing; `scoring/`
+Connectors (the CSV reader and every CRM connector) hand raw CRM values to `conform`, which returns frames in
+the shape docs/architecture.md ("Data model") describes, plus a `ParseReport` of the values it had to leave missing; `scoring/`
 only ever sees the canonical shape. Missing stays missing (`pd.NA`/`NaT`), never a silent 0.
 
 Every parser is vectorised over a whole column (pandas `.str` + regex) and returns a `Parsed` pair: the
@@ -49,7 +49,7 @@ KIND_DTYPES: dict[str, str] = {
     "boolean": "boolean",
 }
 
-#: Canonical account columns, in output order (DESIGN section 3).
+#: Canonical account columns, in output order (docs/architecture.md, "Data model").
 ACCOUNT_SCHEMA: dict[str, Kind] = {
     "id": "string",
     "name": "string",
@@ -351,21 +351,24 @@ def parse_bool(raw: pd.Series) -> Parsed:
 class Tally:
     """How many cells or records something happened to, with up to `EXAMPLES` (row, raw value) examples.
 
-    For CSV books a row is the spreadsheet row (header = row 1); API connectors may use the record's position.
+    For CSV books a row is the spreadsheet row (header = row 1, an int); API connectors label a record by its
+    id (a str), shown as `record <id>`.
     """
 
     count: int = 0
-    examples: list[tuple[int, str]] = field(default_factory=list)
+    examples: list[tuple[int | str, str]] = field(default_factory=list)
 
     EXAMPLES = 3
 
-    def add(self, rows: Sequence[int] | pd.Series | np.ndarray, values: Sequence[Any] | pd.Series) -> None:
+    def add(
+        self, rows: Sequence[int | str] | pd.Series | np.ndarray, values: Sequence[Any] | pd.Series
+    ) -> None:
         rows, values = list(rows), list(values)
         self.count += len(rows)
         room = self.EXAMPLES - len(self.examples)
         if room > 0:
             self.examples.extend(
-                (int(r), "" if _is_missing(v) else str(v))
+                (r if isinstance(r, str) else int(r), "" if _is_missing(v) else str(v))
                 for r, v in zip(rows[:room], values[:room], strict=True)
             )
 
@@ -374,7 +377,9 @@ class Tally:
         self.examples.extend(other.examples[: max(0, self.EXAMPLES - len(self.examples))])
 
     def describe_examples(self) -> str:
-        return "; ".join(f'row {row}: "{value}"' for row, value in self.examples)
+        return "; ".join(
+            f'{"record" if isinstance(row, str) else "row"} {row}: "{value}"' for row, value in self.examples
+        )
 
 
 def _is_missing(value: Any) -> bool:
@@ -449,7 +454,12 @@ class ParseReport:
         """JSON-ready form for `--json` output."""
 
         def tally(t: Tally) -> dict[str, Any]:
-            return {"count": t.count, "examples": [{"row": r, "value": v} for r, v in t.examples]}
+            return {
+                "count": t.count,
+                "examples": [
+                    {"record" if isinstance(r, str) else "row": r, "value": v} for r, v in t.examples
+                ],
+            }
 
         return {
             "rows": dict(self.rows),

@@ -140,7 +140,7 @@ BOOK_END = pd.Timestamp("2026-10-31", tz="UTC")
 
 @dataclass(frozen=True)
 class Book:
-    """Accounts and deals in the canonical shape of DESIGN section 3 (deals already mapped to won/lost)."""
+    """Accounts and deals in the canonical shape of docs/architecture.md, "Data model" (deals already mapped to won/lost)."""
 
     accounts: pd.DataFrame
     deals: pd.DataFrame

@@ -1,4 +1,4 @@
-"""Deal aggregates per account (DESIGN section 3): the measurable part of "a best customer".
+"""Deal aggregates per account (docs/architecture.md, "Data model"): the measurable part of "a best customer".
 
 First step of the scoring pipeline: accounts + deals -> accounts + won_amount, won_deals, ... which the club
 criteria read. Everything is a handful of array reductions (`bincount`, `minimum.at`) over the deals, keyed by
@@ -19,7 +19,10 @@ from scoring.errors import ScoringError, require_columns
 
 __all__ = ["AGGREGATE_COLUMNS", "deal_aggregates", "to_utc", "with_aggregates"]
 
-#: Columns `deal_aggregates` adds. `won_span_days` (days from first to last win) is beyond DESIGN's list: it
+#: Lead-source words that make a won deal a referral (`[club] referral_sources`).
+REFERRAL_SOURCES: tuple[str, ...] = ("referral", "partner")
+
+#: Columns `deal_aggregates` adds. `won_span_days` (days from first to last win) is beyond the data model's list: it
 #: lets the default `loyal` criterion ("12 months between first and last win") be written as a condition.
 AGGREGATE_COLUMNS = (
     "won_amount",
@@ -49,7 +52,7 @@ def deal_aggregates(
     deals: pd.DataFrame | None,
     *,
     as_of: Any = None,
-    referral_sources: Sequence[str] = ("referral", "partner"),
+    referral_sources: Sequence[str] = REFERRAL_SOURCES,
 ) -> pd.DataFrame:
     """Per-account deal aggregates, aligned to `accounts` (same index and order).
 
@@ -90,7 +93,7 @@ def with_aggregates(
     deals: pd.DataFrame | None,
     as_of: Any = None,
     *,
-    referral_sources: Sequence[str] = ("referral", "partner"),
+    referral_sources: Sequence[str] = REFERRAL_SOURCES,
 ) -> pd.DataFrame:
     """`accounts` plus the aggregate columns (computed ones replace same-named columns).
 

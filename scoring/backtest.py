@@ -1,4 +1,4 @@
-"""Backtest (DESIGN section 4): would the profile, learned on the past, have pointed at later winners?
+"""Backtest (docs/architecture.md, "Scoring"): would the profile, learned on the past, have pointed at later winners?
 
 Runs the whole scoring pipeline as of a date, then compares tiers with what happened after it:
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from scoring.aggregates import to_utc, with_aggregates
-from scoring.club import Criterion, select_club
+from scoring.club import CLUB_SIZE, MIN_CRITERIA, Criterion, select_club
 from scoring.errors import ScoringError, check_not_empty, require_columns
 from scoring.fit import TIER_NAMES, Tiers, score
 from scoring.profile import DEFAULT_ATTRIBUTES, Profile, learn_profile
@@ -97,8 +97,8 @@ def backtest(
     *,
     as_of: Any,
     criteria: Sequence[Criterion] | None = None,
-    min_criteria: int = 5,
-    club_size: int = 10,
+    min_criteria: int = MIN_CRITERIA,
+    club_size: int = CLUB_SIZE,
     pinned: Iterable[str] = (),
     attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
     learn_options: Mapping[str, Any] | None = None,

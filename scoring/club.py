@@ -1,4 +1,4 @@
-"""The club of best customers (DESIGN section 4): the ~10 accounts the profile is learned from.
+"""The club of best customers (docs/architecture.md, "Scoring"): the ~10 accounts the profile is learned from.
 
 Sits between the deal aggregates and the profile: each criterion is a named boolean rule over accounts +
 aggregates (the condition language, with OR between alternatives), a member meets at least `min_criteria`
@@ -69,7 +69,12 @@ def _c(field_: str, op: str, value: Any = None) -> dict[str, Any]:
 
 _BUYER = _c("won_deals", ">=", 1)
 
-#: DESIGN section 4's defaults: what standard CRM data can measure. Quantiles are taken among the rows that
+#: How many best customers the profile is learned from, and how many criteria each must meet
+#: (`[club] size`, `[club] min_criteria`).
+CLUB_SIZE = 10
+MIN_CRITERIA = 5
+
+#: The default criteria: what standard CRM data can measure. Quantiles are taken among the rows that
 #: meet the alternative's other conditions (buyers, for lifetime_value).
 DEFAULT_CRITERIA = (
     Criterion.when("has_bought", [_BUYER], "has at least one won deal"),
@@ -112,8 +117,8 @@ class Club:
     members: pd.DataFrame
     criteria: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
-    min_criteria: int = 5
-    club_size: int = 10
+    min_criteria: int = MIN_CRITERIA
+    club_size: int = CLUB_SIZE
     qualified: int = 0
 
     @property
@@ -219,8 +224,8 @@ def select_club(
     book_with_aggs: pd.DataFrame,
     criteria: Sequence[Criterion] | None = None,
     *,
-    min_criteria: int = 5,
-    club_size: int = 10,
+    min_criteria: int = MIN_CRITERIA,
+    club_size: int = CLUB_SIZE,
     pinned: Iterable[str] = (),
 ) -> Club:
     """Pick the club from a book that carries the deal aggregates (see `with_aggregates`).

@@ -1,4 +1,4 @@
-"""Fit (DESIGN section 4): every account's 0-100 score, tier A-D and reasons against a `Profile`.
+"""Fit (docs/architecture.md, "Scoring"): every account's 0-100 score, tier A-D and reasons against a `Profile`.
 
 Last step of the pipeline before the CRM write-back. Fully vectorised: per attribute one pass gives a match
 degree (0-1) and a small status code (which category value; or inside / near / outside the band / missing).
@@ -43,6 +43,8 @@ FIT_COLUMNS = ("icp_fit_score", "icp_tier", "icp_reasons", "data_completeness")
 TIER_NAMES = ("A", "B", "C", "D")
 _ELLIPSIS = "…"
 _MAX_VALUES_SHOWN = 4
+#: Longest reasons text (`[scoring] reasons_max_len`); also the length the CRM field is created with.
+REASONS_MAX_LEN = 1024
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def score(
     profile: Profile,
     *,
     tiers: Tiers = Tiers(),  # noqa: B008 - frozen, so a shared default is safe
-    reasons_max_len: int = 1024,
+    reasons_max_len: int = REASONS_MAX_LEN,
 ) -> pd.DataFrame:
     """Score every account against `profile`: a frame indexed like `accounts` with `icp_fit_score` (Int64,
     0-100), `icp_tier` (A-D), `icp_reasons` and `data_completeness` (Float64, 0-1).
@@ -198,7 +200,7 @@ def score_chunks(
     profile: Profile,
     *,
     tiers: Tiers = Tiers(),  # noqa: B008
-    reasons_max_len: int = 1024,
+    reasons_max_len: int = REASONS_MAX_LEN,
 ) -> Iterator[pd.DataFrame]:
     """Score an iterable of account frames lazily, one result per frame, so memory stays bounded by a chunk.
 

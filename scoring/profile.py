@@ -1,4 +1,4 @@
-"""The ICP profile (DESIGN section 4): what the club shares, learned from the book, kept in `icp-profile.toml`.
+"""The ICP profile (docs/architecture.md, "Scoring"): what the club shares, learned from the book, kept in `icp-profile.toml`.
 
 Between the club and the fit: `learn_profile` turns the club's ids into one `ProfileAttribute` per attribute
 (a set of values, or a numeric band), `save_profile` writes the reviewable file teams commit, `load_profile`

@@ -1,4 +1,4 @@
-"""Segments (DESIGN section 4): ordered rules over account columns, first match wins, a default last.
+"""Segments (docs/architecture.md, "Scoring"): ordered rules over account columns, first match wins, a default last.
 
 Runs on every account before scoring; the result is written to the CRM's segment field. Each rule is one
 vectorised mask, so the cost is (number of rules) x (a few column passes), whatever the book size.

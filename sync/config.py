@@ -16,13 +16,17 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from scoring.club import DEFAULT_CRITERIA, Criterion, criteria_from_config
+from connectors.owned import OWNED_FIELDS
+from connectors.salesforce import SalesforceSettings
+from scoring.aggregates import REFERRAL_SOURCES
+from scoring.club import CLUB_SIZE, DEFAULT_CRITERIA, MIN_CRITERIA, Criterion, criteria_from_config
 from scoring.errors import ScoringError
+from scoring.fit import REASONS_MAX_LEN, Tiers
+from scoring.profile import DEFAULT_ATTRIBUTES
 from scoring.segments import SegmentRule, rules_from_config
 
 DEFAULT_CONFIG = "icp.toml"
 CRM_KINDS = ("csv", "salesforce", "sandbox")  # sandbox = the Salesforce connector against a local sandbox
-DEFAULT_ATTRIBUTES = ("industry", "employees", "annual_revenue", "country")
 # Everything a CRM login needs comes from the environment or .env; all of it is held as Secret.
 SECRET_NAMES = (
     "SF_USERNAME",
@@ -40,14 +44,6 @@ SECRET_NAMES = (
     "HUBSPOT_ACCESS_TOKEN",
     "HUBSPOT_BASE_URL",
 )
-OWNED_DEFAULTS = {
-    "segment": "ICP_Segment__c",
-    "fit_score": "ICP_Fit_Score__c",
-    "tier": "ICP_Tier__c",
-    "reasons": "ICP_Reasons__c",
-    "scored_at": "ICP_Scored_At__c",
-    "model": "ICP_Model__c",
-}
 
 
 class ConfigError(Exception):
@@ -96,18 +92,6 @@ class CsvSettings:
 
 
 @dataclass(frozen=True)
-class SalesforceConfig:
-    api_version: str = "59.0"
-    domain: str = "login"
-    bulk_threshold: int = 2000
-    bulk_query_threshold: int = 200_000
-    timeout_s: float = 60.0
-    quota_floor: int = 1000
-    fields: dict[str, str] = field(default_factory=lambda: dict(OWNED_DEFAULTS))
-    account_columns: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class SyncPolicy:
     respect_manual_edits: bool = True
     max_change_ratio: float = 0.25
@@ -130,15 +114,15 @@ class Config:
     state_dir: Path = Path(".icp")
     csv: CsvSettings | None = None
     segments: tuple[SegmentRule, ...] = ()  # empty: the default size bands
-    club_size: int = 10
-    min_criteria: int = 5
+    club_size: int = CLUB_SIZE
+    min_criteria: int = MIN_CRITERIA
     pinned: tuple[str, ...] = ()
     criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA
-    referral_sources: tuple[str, ...] = ("referral", "partner")
+    referral_sources: tuple[str, ...] = REFERRAL_SOURCES
     attributes: tuple[str, ...] = DEFAULT_ATTRIBUTES
-    tiers: tuple[float, float, float] = (75.0, 50.0, 25.0)
-    reasons_max_len: int = 1024
-    salesforce: SalesforceConfig = field(default_factory=lambda: SalesforceConfig())
+    tiers: tuple[float, float, float] = (Tiers.a, Tiers.b, Tiers.c)
+    reasons_max_len: int = REASONS_MAX_LEN
+    salesforce: SalesforceSettings = field(default_factory=lambda: SalesforceSettings())
     sync: SyncPolicy = field(default_factory=lambda: SyncPolicy())
     sandbox: SandboxConfig = field(default_factory=lambda: SandboxConfig())
     secrets: dict[str, Secret] = field(default_factory=dict, repr=False)
@@ -146,6 +130,95 @@ class Config:
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+
+SF = SalesforceSettings  # its class attributes are the [salesforce] defaults
+
+
+@dataclass(frozen=True)
+class Key:
+    """One scalar key of icp.toml: where it lives, its type and what is allowed. Its default is the one the
+    code that uses it declares (scoring, the connector settings, the dataclasses above), read here, never
+    written twice. The parser, the validation messages and the example-config test all read this table."""
+
+    path: str  # "salesforce.bulk_threshold"
+    type: str  # str | int | float | bool | strings
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    hint: str = ""
+
+    @property
+    def section(self) -> str:
+        return self.path.rsplit(".", 1)[0] if "." in self.path else ""
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+
+KEYS: tuple[Key, ...] = (
+    Key("icp.profile", "str", "icp-profile.toml"),
+    Key("icp.state_dir", "str", ".icp"),
+    Key("crm.kind", "str", "csv", choices=CRM_KINDS),
+    Key("csv.output", "str", "icp-scored.csv"),
+    Key("club.size", "int", CLUB_SIZE, low=1, high=1000),
+    Key("club.min_criteria", "int", MIN_CRITERIA, low=1),
+    Key("club.pinned", "strings", ()),
+    Key("club.referral_sources", "strings", REFERRAL_SOURCES),
+    Key("scoring.attributes", "strings", DEFAULT_ATTRIBUTES),
+    Key("scoring.reasons_max_len", "int", REASONS_MAX_LEN, low=40, high=131072),
+    Key("scoring.tiers.a", "float", Tiers.a, low=0, high=100),
+    Key("scoring.tiers.b", "float", Tiers.b, low=0, high=100),
+    Key("scoring.tiers.c", "float", Tiers.c, low=0, high=100),
+    Key(
+        "salesforce.api_version",
+        "str",
+        SF.api_version,
+        pattern=r"\d{2,3}\.0",
+        hint='write it like "59.0" (no leading v)',
+    ),
+    Key("salesforce.domain", "str", SF.domain),
+    Key("salesforce.bulk_threshold", "int", SF.bulk_threshold, low=1),
+    Key("salesforce.bulk_query_threshold", "int", SF.bulk_query_threshold, low=1),
+    Key("salesforce.timeout_s", "float", SF.timeout_s, low=1, high=3600),
+    Key("salesforce.quota_floor", "int", SF.quota_floor, low=0),
+    Key("sync.respect_manual_edits", "bool", SyncPolicy.respect_manual_edits),
+    Key("sync.max_change_ratio", "float", SyncPolicy.max_change_ratio, low=0, high=1),
+    Key("sync.lookback_minutes", "int", SyncPolicy.lookback_minutes, low=0, high=7 * 24 * 60),
+    Key("sandbox.db", "str", str(SandboxConfig.db)),
+    Key("sandbox.accounts", "int", SandboxConfig.accounts, low=1, high=2_000_000),
+    Key("sandbox.seed", "int", SandboxConfig.seed),
+    Key("sandbox.faults", "str", SandboxConfig.faults),
+)
+KEY = {k.path: k for k in KEYS}
+#: Keys that hold tables or lists with a shape of their own, parsed by their own code below.
+STRUCTURED: dict[str, set[str]] = {
+    "": {"segments"},
+    "csv": {"accounts", "deals"},
+    "csv.accounts": {"file", "columns"},
+    "csv.deals": {"file", "columns", "stages"},
+    "csv.deals.stages": {"won", "lost"},
+    "club": {"criteria"},
+    "scoring": {"tiers"},
+    "salesforce": {"fields", "accounts"},
+    "salesforce.accounts": {"columns"},
+}
+SECTIONS = ("icp", "crm", "csv", "segments", "club", "scoring", "salesforce", "sync", "sandbox")
+
+
+def allowed_keys(section: str) -> set[str]:
+    """Every key icp.toml may hold in `section` ("" is the top level)."""
+    if not section:
+        return set(SECTIONS)
+    subtables = {
+        k.section.split(".")[len(section.split(".")) :][0]
+        for k in KEYS
+        if k.section.startswith(section + ".")
+    }
+    return {k.name for k in KEYS if k.section == section} | STRUCTURED.get(section, set()) | subtables
 
 
 def config_path(explicit: str | Path | None) -> Path:
@@ -177,65 +250,49 @@ def load_config(path: str | Path | None = None, *, env: dict[str, str] | None = 
 def parse_config(raw: dict, *, path: Path | None = None, env: dict[str, str] | None = None) -> Config:
     v = _Validator()
     base = path.parent if path else Path.cwd()
-    v.only_keys(
-        raw, "", {"icp", "crm", "csv", "segments", "club", "scoring", "salesforce", "sync", "sandbox"}
-    )
+    tables = {section: v.section(raw, section) for section in SECTIONS if section != "segments"}
+    v.only_keys(raw, "")
 
-    icp = v.table(raw, "icp")
-    v.only_keys(icp, "icp", {"profile", "state_dir"})
-    profile_path = base / v.string(icp, "icp.profile", default="icp-profile.toml")
-    state_dir = Path(os.environ.get("ICP_STATE_DIR") or base / v.string(icp, "icp.state_dir", default=".icp"))
-
-    crm = v.table(raw, "crm")
-    v.only_keys(crm, "crm", {"kind"})
-    kind = v.string(crm, "crm.kind", default="csv")
-    if kind not in CRM_KINDS:
-        v.problem(f"crm.kind = {kind!r}: allowed: {', '.join(CRM_KINDS)}")
-
-    csv_settings = _parse_csv(v, raw, base) if kind == "csv" or "csv" in raw else None
+    profile_path = base / v.read(tables["icp"], "icp.profile")
+    state_dir = Path(os.environ.get("ICP_STATE_DIR") or base / v.read(tables["icp"], "icp.state_dir"))
+    kind = v.read(tables["crm"], "crm.kind")
+    csv_settings = _parse_csv(v, tables["csv"], base) if kind == "csv" or "csv" in raw else None
 
     segments: list[SegmentRule] = []
-    raw_segments = raw.get("segments", [])
     try:
-        segments = rules_from_config(raw_segments, where="segments")
+        segments = rules_from_config(raw.get("segments", []), where="segments")
     except ScoringError as exc:
         v.problems.extend(str(exc).splitlines())
 
-    club = v.table(raw, "club")
-    v.only_keys(club, "club", {"size", "min_criteria", "pinned", "criteria", "referral_sources"})
-    club_size = v.integer(club, "club.size", default=10, low=1, high=1000)
+    club = tables["club"]
     criteria: list[Criterion] = list(DEFAULT_CRITERIA)
     if "criteria" in club:
         try:
             criteria = criteria_from_config(club["criteria"], where="club.criteria")
         except ScoringError as exc:
             v.problems.extend(str(exc).splitlines())
-    min_criteria = v.integer(club, "club.min_criteria", default=min(5, len(criteria) or 1), low=1)
+    min_criteria = v.read(club, "club.min_criteria", default=min(MIN_CRITERIA, len(criteria) or 1))
     if criteria and min_criteria > len(criteria):
         v.problem(f"club.min_criteria = {min_criteria}: there are only {len(criteria)} criteria")
-    pinned = tuple(v.strings(club, "club.pinned", default=[]))
-    referral_sources = tuple(v.strings(club, "club.referral_sources", default=["referral", "partner"]))
 
-    scoring = v.table(raw, "scoring")
-    v.only_keys(scoring, "scoring", {"attributes", "tiers", "reasons_max_len"})
-    attributes = tuple(v.strings(scoring, "scoring.attributes", default=list(DEFAULT_ATTRIBUTES)))
+    scoring = tables["scoring"]
+    attributes = tuple(v.read(scoring, "scoring.attributes"))
     if not attributes:
         v.problem("scoring.attributes: list at least one account attribute to profile")
-    tiers_raw = v.table(scoring, "tiers", key="scoring.tiers")
-    v.only_keys(tiers_raw, "scoring.tiers", {"a", "b", "c"})
-    tiers = (
-        v.number(tiers_raw, "scoring.tiers.a", default=75, low=0, high=100),
-        v.number(tiers_raw, "scoring.tiers.b", default=50, low=0, high=100),
-        v.number(tiers_raw, "scoring.tiers.c", default=25, low=0, high=100),
-    )
+    tiers_raw = v.section(scoring, "scoring.tiers")
+    tiers = tuple(v.read(tiers_raw, f"scoring.tiers.{t}") for t in "abc")
     if not tiers[0] > tiers[1] > tiers[2]:
         v.problem(f"scoring.tiers: need a > b > c, got a={tiers[0]}, b={tiers[1]}, c={tiers[2]}")
-    reasons_max_len = v.integer(scoring, "scoring.reasons_max_len", default=1024, low=40, high=131072)
 
-    salesforce = _parse_salesforce(v, raw)
-    sync = _parse_sync(v, raw)
-    sandbox = _parse_sandbox(v, raw, base)
+    salesforce = _parse_salesforce(v, tables["salesforce"])
+    sync = SyncPolicy(**v.read_section(tables["sync"], "sync"))
+    sandbox = v.read_section(tables["sandbox"], "sandbox")
+    sandbox = SandboxConfig(**{**sandbox, "db": base / sandbox["db"]})
 
+    club_size = v.read(club, "club.size")
+    pinned = tuple(v.read(club, "club.pinned"))
+    referral_sources = tuple(v.read(club, "club.referral_sources"))
+    reasons_max_len = v.read(scoring, "scoring.reasons_max_len")
     v.raise_if_any(path)
     return Config(
         path=path,
@@ -259,24 +316,21 @@ def parse_config(raw: dict, *, path: Path | None = None, env: dict[str, str] | N
     )
 
 
-def _parse_csv(v: _Validator, raw: dict, base: Path) -> CsvSettings | None:
+def _parse_csv(v: _Validator, csv_raw: dict, base: Path) -> CsvSettings | None:
     # TOML cannot hold both `[csv] accounts = "a.csv"` and a `[csv.accounts.columns]` table, so each of
     # `csv.accounts` / `csv.deals` is either the file name (a string) or a table with `file` (+ columns).
-    csv_raw = v.table(raw, "csv")
-    v.only_keys(csv_raw, "csv", {"accounts", "deals", "output"})
     if "accounts" not in csv_raw:
         v.problem(
             'csv.accounts: required: the accounts file, `accounts = "accounts.csv"` under [csv], '
             'or `file = "accounts.csv"` under [csv.accounts]'
         )
         return None
-    accounts, acc_tbl = _file_or_table(v, csv_raw, "accounts", {"file", "columns"})
-    deals, deal_tbl = _file_or_table(v, csv_raw, "deals", {"file", "columns", "stages"})
-    output = v.string(csv_raw, "csv.output", default="icp-scored.csv")
+    accounts, acc_tbl = _file_or_table(v, csv_raw, "accounts")
+    deals, deal_tbl = _file_or_table(v, csv_raw, "deals")
+    output = v.read(csv_raw, "csv.output")
     account_columns = v.mapping(acc_tbl.get("columns", {}), "csv.accounts.columns")
     deal_columns = v.mapping(deal_tbl.get("columns", {}), "csv.deals.columns")
-    stages = v.table(deal_tbl, "stages", key="csv.deals.stages")
-    v.only_keys(stages, "csv.deals.stages", {"won", "lost"})
+    stages = v.section(deal_tbl, "csv.deals.stages")
     won = v.strings(stages, "csv.deals.stages.won", default=list(CsvSettings.won_stages))
     lost = v.strings(stages, "csv.deals.stages.lost", default=list(CsvSettings.lost_stages))
     overlap = {s.strip().lower() for s in won} & {s.strip().lower() for s in lost}
@@ -297,78 +351,29 @@ def _parse_csv(v: _Validator, raw: dict, base: Path) -> CsvSettings | None:
     )
 
 
-def _file_or_table(v: _Validator, csv_raw: dict, name: str, allowed: set[str]) -> tuple[str | None, dict]:
+def _file_or_table(v: _Validator, csv_raw: dict, name: str) -> tuple[str | None, dict]:
     value = csv_raw.get(name)
     if value is None:
         return None, {}
     if isinstance(value, str):
         return v.string(csv_raw, f"csv.{name}"), {}
     if isinstance(value, dict):
-        v.only_keys(value, f"csv.{name}", allowed)
+        v.only_keys(value, f"csv.{name}")
         return v.string(value, f"csv.{name}.file", required=True), value
     v.problem(f"csv.{name}: must be a file name or a table with `file` and `columns`, got {value!r}")
     return None, {}
 
 
-def _parse_salesforce(v: _Validator, raw: dict) -> SalesforceConfig:
-    t = v.table(raw, "salesforce")
-    v.only_keys(
-        t,
-        "salesforce",
-        {
-            "api_version",
-            "domain",
-            "bulk_threshold",
-            "bulk_query_threshold",
-            "timeout_s",
-            "quota_floor",
-            "fields",
-            "accounts",
-        },
-    )
-    version = v.string(t, "salesforce.api_version", default="59.0")
-    if not re.fullmatch(r"\d{2,3}\.0", version):
-        v.problem(f'salesforce.api_version = {version!r}: write it like "59.0" (no leading v)')
+def _parse_salesforce(v: _Validator, t: dict) -> SalesforceSettings:
     fields = v.mapping(t.get("fields", {}), "salesforce.fields")
     for key in fields:
-        if key not in OWNED_DEFAULTS:
-            v.problem(f"salesforce.fields.{key}: unknown field; allowed: {', '.join(OWNED_DEFAULTS)}")
-    accounts = v.table(t, "accounts", key="salesforce.accounts")
-    v.only_keys(accounts, "salesforce.accounts", {"columns"})
-    return SalesforceConfig(
-        api_version=version,
-        domain=v.string(t, "salesforce.domain", default="login"),
-        bulk_threshold=v.integer(t, "salesforce.bulk_threshold", default=2000, low=1),
-        bulk_query_threshold=v.integer(t, "salesforce.bulk_query_threshold", default=200_000, low=1),
-        timeout_s=v.number(t, "salesforce.timeout_s", default=60, low=1, high=3600),
-        quota_floor=v.integer(t, "salesforce.quota_floor", default=1000, low=0),
-        fields={**OWNED_DEFAULTS, **fields},
+        if key not in OWNED_FIELDS:
+            v.problem(f"salesforce.fields.{key}: unknown field; allowed: {', '.join(OWNED_FIELDS)}")
+    accounts = v.section(t, "salesforce.accounts")
+    return SalesforceSettings(
+        **v.read_section(t, "salesforce"),
+        fields={**SF().fields, **fields},
         account_columns=v.mapping(accounts.get("columns", {}), "salesforce.accounts.columns"),
-    )
-
-
-def _parse_sync(v: _Validator, raw: dict) -> SyncPolicy:
-    t = v.table(raw, "sync")
-    v.only_keys(t, "sync", {"respect_manual_edits", "max_change_ratio", "lookback_minutes"})
-    respect = t.get("respect_manual_edits", True)
-    if not isinstance(respect, bool):
-        v.problem(f"sync.respect_manual_edits: must be true or false, got {respect!r}")
-        respect = True
-    return SyncPolicy(
-        respect_manual_edits=respect,
-        max_change_ratio=v.number(t, "sync.max_change_ratio", default=0.25, low=0, high=1),
-        lookback_minutes=v.integer(t, "sync.lookback_minutes", default=10, low=0, high=7 * 24 * 60),
-    )
-
-
-def _parse_sandbox(v: _Validator, raw: dict, base: Path) -> SandboxConfig:
-    t = v.table(raw, "sandbox")
-    v.only_keys(t, "sandbox", {"db", "accounts", "seed", "faults"})
-    return SandboxConfig(
-        db=base / v.string(t, "sandbox.db", default=".icp/sandbox.sqlite"),
-        accounts=v.integer(t, "sandbox.accounts", default=2000, low=1, high=2_000_000),
-        seed=v.integer(t, "sandbox.seed", default=7),
-        faults=v.string(t, "sandbox.faults", default=None),
     )
 
 
@@ -395,18 +400,60 @@ class _Validator:
         if self.problems:
             raise ConfigError(path, self.problems)
 
-    def only_keys(self, table: dict, where: str, allowed: set[str]) -> None:
+    def only_keys(self, table: dict, where: str) -> None:
+        allowed = allowed_keys(where)
         for key in table:
             if key not in allowed:
                 name = f"{where}.{key}" if where else key
                 self.problem(f"{name}: unknown key; allowed here: {', '.join(sorted(allowed))}")
 
-    def table(self, parent: dict, name: str, *, key: str | None = None) -> dict:
+    def section(self, parent: dict, where: str) -> dict:
+        """The table at `where` (empty when absent), its unknown keys reported."""
+        name = where.rsplit(".", 1)[-1]
         value = parent.get(name, {})
         if not isinstance(value, dict):
-            self.problem(f"{key or name}: must be a table ([{key or name}]), got {type(value).__name__}")
+            self.problem(f"{where}: must be a table ([{where}]), got {type(value).__name__}")
             return {}
+        self.only_keys(value, where)
         return value
+
+    def read_section(self, table: dict, section: str) -> dict[str, Any]:
+        """Every scalar key of `section`, validated, by name (defaults where absent)."""
+        return {k.name: self.read(table, k.path) for k in KEYS if k.section == section}
+
+    def read(self, table: dict, path: str, *, default: Any = None) -> Any:
+        """One key of the table, checked against its `Key`; the default when absent or not allowed."""
+        key = KEY[path]
+        default = key.default if default is None else default
+        if key.name not in table:
+            return default
+        value = table[key.name]
+        if key.type == "str":
+            if not isinstance(value, str) or not value.strip():
+                self.problem(f"{path}: must be a non-empty string, got {value!r}")
+            elif key.choices and value not in key.choices:
+                self.problem(f"{path} = {value!r}: allowed: {', '.join(key.choices)}")
+            elif key.pattern and not re.fullmatch(key.pattern, value):
+                self.problem(f"{path} = {value!r}: {key.hint}")
+            else:
+                return value
+        elif key.type == "bool":
+            if isinstance(value, bool):
+                return value
+            self.problem(f"{path}: must be true or false, got {value!r}")
+        elif key.type == "strings":
+            if isinstance(value, list) and all(isinstance(x, str) for x in value):
+                return value
+            self.problem(f"{path}: must be a list of strings, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int if key.type == "int" else int | float):
+            kind = "a whole number" if key.type == "int" else "a number"
+            self.problem(f"{path}: must be {kind}, got {value!r}")
+        elif (key.low is not None and value < key.low) or (key.high is not None and value > key.high):
+            high = key.high if key.high is not None else "any"
+            self.problem(f"{path} = {value}: allowed range is {_num(key.low)} to {_num(high)}")
+        else:
+            return float(value) if key.type == "float" else value
+        return default
 
     def string(self, table: dict, key: str, *, default: Any = None, required: bool = False) -> Any:
         name = key.rsplit(".", 1)[-1]
@@ -428,30 +475,6 @@ class _Validator:
             return default
         return value
 
-    def integer(
-        self, table: dict, key: str, *, default: int, low: int | None = None, high: int | None = None
-    ) -> int:
-        name = key.rsplit(".", 1)[-1]
-        value = table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(f"{key}: must be a whole number, got {value!r}")
-            return default
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.problem(f"{key} = {value}: allowed range is {low} to {high if high is not None else 'any'}")
-            return default
-        return value
-
-    def number(self, table: dict, key: str, *, default: float, low: float, high: float) -> float:
-        name = key.rsplit(".", 1)[-1]
-        value = table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(f"{key}: must be a number, got {value!r}")
-            return float(default)
-        if not low <= value <= high:
-            self.problem(f"{key} = {value}: allowed range is {low} to {high}")
-            return float(default)
-        return float(value)
-
     def mapping(self, value: Any, key: str) -> dict[str, str]:
         if not isinstance(value, dict):
             self.problem(f'{key}: must be a table of canonical_name = "CSV header"')
@@ -463,3 +486,8 @@ class _Validator:
             else:
                 out[k] = header
         return out
+
+
+def _num(value: Any) -> Any:
+    """A bound as people write it: 1, not 1.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

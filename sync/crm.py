@@ -13,35 +13,27 @@ from dataclasses import replace
 
 import pandas as pd
 
+from connectors.base import Connector
 from connectors.retry import RetryPolicy
-from connectors.salesforce import DEFAULT_OWNED, SalesforceConnector, SalesforceSettings
+from connectors.salesforce import SalesforceConnector, SalesforceSettings
+from connectors.schema import ParseReport
 from sync.config import Config, ConfigError
 
 
 def salesforce_settings(config: Config) -> SalesforceSettings:
+    """`[salesforce]` from the config, with what the environment overrides and the reasons' length."""
     sf, env = config.salesforce, config.secrets
 
     def from_env(name: str, default):
         return env[name].reveal() if name in env else default
 
-    owned = {
-        logical: replace(
-            DEFAULT_OWNED[logical],
-            name=name,
-            length=config.reasons_max_len if logical == "reasons" else DEFAULT_OWNED[logical].length,
-        )
-        for logical, name in sf.fields.items()
-    }
-    return SalesforceSettings(
+    return replace(
+        sf,
         api_version=from_env("SF_API_VERSION", sf.api_version).lstrip("v"),
         domain=from_env("SF_DOMAIN", sf.domain),
         login_url=from_env("SF_LOGIN_URL", None),
-        bulk_threshold=sf.bulk_threshold,
-        bulk_query_threshold=sf.bulk_query_threshold,
-        timeout_s=sf.timeout_s,
         ca_bundle=from_env("SF_CA_BUNDLE", None),
-        account_columns=dict(sf.account_columns),
-        owned=owned,
+        reasons_length=config.reasons_max_len,
     )
 
 
@@ -51,7 +43,8 @@ def crm_key(config: Config) -> str:
 
 
 @contextmanager
-def open_crm(config: Config, *, policy: RetryPolicy | None = None) -> Iterator[SalesforceConnector]:
+def open_crm(config: Config, *, policy: RetryPolicy | None = None) -> Iterator[Connector]:
+    """The configured CRM's connector (the only place that picks one by `crm.kind`)."""
     if config.crm == "salesforce":
         yield SalesforceConnector(salesforce_settings(config), config.secrets, policy=policy)
     elif config.crm == "sandbox":
@@ -67,9 +60,7 @@ def open_crm(config: Config, *, policy: RetryPolicy | None = None) -> Iterator[S
                 "SF_INSTANCE_URL": sb.salesforce.instance_url,
                 "SF_ACCESS_TOKEN": sb.salesforce.access_token,
             }
-            connector = SalesforceConnector(settings, secrets, policy=policy)
-            connector.sandbox = sb
-            yield connector
+            yield SalesforceConnector(settings, secrets, policy=policy)
     else:
         raise ConfigError(
             config.path,
@@ -96,11 +87,20 @@ class _NoProgress:
         pass
 
 
-def pull_accounts(connector, *, since=None, ids=None, where=None, progress=False) -> pd.DataFrame:
+def pull_accounts(
+    connector: Connector,
+    *,
+    since=None,
+    ids=None,
+    where=None,
+    progress=False,
+    report: ParseReport | None = None,
+) -> pd.DataFrame:
+    """Every account the filters select, as one frame; unreadable values are noted in `report`."""
     total = connector.count_accounts(since=since, ids=ids, where=where)
     frames = []
     with progress_bar(progress, total, "pulling accounts") as bar:
-        for page in connector.iter_accounts(since=since, ids=ids, where=where, total=total):
+        for page in connector.iter_accounts(since=since, ids=ids, where=where, total=total, report=report):
             frames.append(page)
             bar.update(len(page))
     if not frames:
@@ -110,6 +110,6 @@ def pull_accounts(connector, *, since=None, ids=None, where=None, progress=False
     return accounts.drop_duplicates("id", keep="last").reset_index(drop=True)
 
 
-def pull_deals(connector) -> pd.DataFrame | None:
-    frames = list(connector.iter_deals())
+def pull_deals(connector: Connector, *, report: ParseReport | None = None) -> pd.DataFrame | None:
+    frames = list(connector.iter_deals(report=report))
     return pd.concat(frames, ignore_index=True) if frames else None

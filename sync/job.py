@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from connectors.base import Connector
 from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetryPolicy
+from connectors.schema import ParseReport
 from scoring.aggregates import AGGREGATE_COLUMNS, with_aggregates
 from scoring.profile import Profile, load_profile
 from sync import pipeline
@@ -73,6 +75,7 @@ class RunReport:
     profile_version: str = ""
     change_ratio: float = 0.0
     message: str = ""
+    data_issues: list[str] = field(default_factory=list)  # unreadable CRM values, as for a CSV book
     files: dict[str, str] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list, repr=False)  # per-record errors, written as CSV
     counters_from: tuple[int, int, int] = (0, 0, 0)  # the connector's counters when the run began
@@ -119,26 +122,13 @@ def segment_names(config: Config) -> list[str]:
     return [*(r.name for r in DEFAULT_SEGMENTS), DEFAULT_SEGMENT_FALLBACK]
 
 
-def preflight(config: Config, connector) -> Profile:
+def preflight(config: Config, connector: Connector) -> Profile:
     """Before any write: a profile, the owned fields present and usable, and enough API quota left."""
     try:
         profile = load_profile(config.profile_path)
     except Exception as exc:
         raise PreflightError(str(exc)) from None
-    fields = connector.check_fields(segment_names(config))
-    problems = list(fields.problems)
-    if fields.create:
-        problems.append(
-            "missing fields: "
-            + ", ".join(s.name for s in fields.create)
-            + " — run `icp fields --apply` to create them"
-        )
-    if fields.add_values:
-        problems.append(
-            "picklist values missing: "
-            + "; ".join(f"{name}: {', '.join(v)}" for name, v in fields.add_values.items())
-            + " — run `icp fields --apply` to add them"
-        )
+    problems = connector.check_fields(segment_names(config)).blockers()
     if problems:
         raise PreflightError("the CRM is not ready:\n" + "\n".join(f"  - {p}" for p in problems))
     return profile
@@ -149,7 +139,7 @@ def run(
     options: RunOptions | None = None,
     *,
     say: Callable[[str], None] = lambda s: None,
-    connector_override=None,
+    connector_override: Connector | None = None,
     policy: RetryPolicy | None = None,
 ) -> RunReport:
     """One nightly run (or a targeted rescore when ids / where are given). Returns the report; raises
@@ -186,15 +176,21 @@ def run(
                 if (full or targeted)
                 else pull_since(mark, pd.Timedelta(minutes=config.sync.lookback_minutes))
             )
+            found = ParseReport()
             accounts = pull_accounts(
-                connector, since=since, ids=options.ids, where=options.where, progress=options.progress
+                connector,
+                since=since,
+                ids=options.ids,
+                where=options.where,
+                progress=options.progress,
+                report=found,
             )
             if not targeted and not full:
-                accounts = _with_failed_records(connector, state, key, accounts)
+                accounts = _with_failed_records(connector, state, key, accounts, found)
             report.pulled = len(accounts)
             say(f"pulled {len(accounts):,} accounts ({report.mode})")
 
-            result = _score_and_plan(config, connector, state, key, profile, accounts, run_id, report)
+            result = _score_and_plan(config, connector, state, key, profile, accounts, run_id, report, found)
             if result is None:
                 return _finish(state, report, "ok", t0, connector, config)
             the_plan, desired = result
@@ -253,20 +249,23 @@ def _connector(config: Config, override, policy: RetryPolicy | None):
     return open_crm(config, policy=policy)
 
 
-def _with_failed_records(connector, state: State, key: str, accounts: pd.DataFrame) -> pd.DataFrame:
+def _with_failed_records(
+    connector: Connector, state: State, key: str, accounts: pd.DataFrame, found: ParseReport
+) -> pd.DataFrame:
     """Records that failed last time are pulled again even if unchanged, so they are retried."""
     failed = [i for i in state.failures(key).index if i not in set(accounts["id"])]
     if not failed:
         return accounts
-    extra = pull_accounts(connector, ids=failed)
+    extra = pull_accounts(connector, ids=failed, report=found)
     return pd.concat([accounts, extra], ignore_index=True) if len(accounts) else extra
 
 
-def _score_and_plan(config, connector, state, key, profile, accounts, run_id, report):
+def _score_and_plan(config, connector, state, key, profile, accounts, run_id, report, found: ParseReport):
     if accounts.empty:
         report.message = "no account changed since the last run"
         return None
-    deals = pull_deals(connector) if reads_aggregates(config, profile) else None
+    deals = pull_deals(connector, report=found) if reads_aggregates(config, profile) else None
+    report.data_issues = found.lines()
     base = accounts.drop(columns=[c for c in accounts.columns if c.startswith("live_")])
     book = pipeline.Book(
         with_aggregates(base, deals, referral_sources=config.referral_sources), deals, source=config.crm

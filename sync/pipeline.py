@@ -1,7 +1,7 @@
 """The scoring pipeline as library calls: load a book, learn the club and profile, score, explain, backtest.
 
-The CLI is a thin layer over these functions; the nightly job (sync/job) reuses them between its pull and its
-plan. Everything here takes a validated `Config`; CRM access goes through `connectors/`, maths through
+The CLI is a thin layer over these functions and the ones built on them (sync/setup for fields, doctor and pull;
+sync/demo); the nightly job (sync/job) reuses them between its pull and its plan. Everything here takes a validated `Config`; CRM access goes through `connectors/`, maths through
 `scoring/`.
 """
 
@@ -70,8 +70,9 @@ def book_from_crm(config: Config, connector, *, as_of: Any = None, progress: boo
     """Every account and closed deal the connector can see, with deal aggregates."""
     from sync.crm import pull_accounts, pull_deals
 
-    accounts = pull_accounts(connector, progress=progress)
-    deals = pull_deals(connector)
+    report = ParseReport()  # unreadable CRM values, reported like a CSV book's
+    accounts = pull_accounts(connector, progress=progress, report=report)
+    deals = pull_deals(connector, report=report)
     accounts = accounts.drop(
         columns=[c for c in accounts.columns if c.startswith("live_") or c == "_modstamp"]
     )
@@ -79,7 +80,7 @@ def book_from_crm(config: Config, connector, *, as_of: Any = None, progress: boo
         raise ScoringError(f"the {config.crm} org has no accounts to learn from or score")
     accounts = with_aggregates(accounts, deals, as_of, referral_sources=config.referral_sources)
     check_rules(config, accounts.columns)
-    return Book(accounts=accounts, deals=deals, source=config.crm)
+    return Book(accounts=accounts, deals=deals, report=report, source=config.crm)
 
 
 def check_rules(config: Config, columns) -> None:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-#: Logical owned fields, in the order they are written. The CRM field names come from the config.
-OWNED_FIELDS = ("segment", "fit_score", "tier", "reasons", "scored_at", "model")
-#: Fields whose difference makes a change (scored_at only travels along with one).
-COMPARED_FIELDS = ("segment", "fit_score", "tier", "reasons", "model")
+# The owned fields and which of them make a change come from the one owned-field table.
+from connectors.owned import COMPARED_FIELDS, OWNED_FIELDS
+
+__all__ = ["COMPARED_FIELDS", "OWNED_FIELDS", "Plan", "normalise", "plan"]
 
 
 @dataclass

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sync.plan import OWNED_FIELDS
+from connectors.owned import OWNED_FIELDS
 
-SCHEMA = """
+#: One TEXT column per owned field (from the owned-field table), in `written` and `pending`.
+_VALUE_COLUMNS = ", ".join(f"{name} TEXT" for name in OWNED_FIELDS)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     crm TEXT NOT NULL,
@@ -45,7 +48,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
 CREATE TABLE IF NOT EXISTS written (
     crm TEXT NOT NULL,
     record_id TEXT NOT NULL,
-    segment TEXT, fit_score TEXT, tier TEXT, reasons TEXT, scored_at TEXT, model TEXT,
+    {_VALUE_COLUMNS},
     run_id INTEGER,
     written_at TEXT NOT NULL,
     PRIMARY KEY (crm, record_id)
@@ -53,7 +56,7 @@ CREATE TABLE IF NOT EXISTS written (
 CREATE TABLE IF NOT EXISTS pending (
     crm TEXT NOT NULL,
     record_id TEXT NOT NULL,
-    segment TEXT, fit_score TEXT, tier TEXT, reasons TEXT, scored_at TEXT, model TEXT,
+    {_VALUE_COLUMNS},
     run_id INTEGER,
     PRIMARY KEY (crm, record_id)
 );

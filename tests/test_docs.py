@@ -52,3 +52,47 @@ def test_every_example_key_is_in_the_readme_reference():
         not in README
     ]
     assert not missing
+
+
+def _example_values() -> dict[str, object]:
+    data = tomllib.loads((ROOT / "icp.example.toml").read_text())
+    out: dict[str, object] = {}
+
+    def walk(table: dict, prefix: str) -> None:
+        for key, value in table.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(value, path)
+            else:
+                out[path] = value
+
+    walk({k: v for k, v in data.items() if k != "segments"}, "")
+    return out
+
+
+def test_every_config_key_is_in_the_example_with_its_real_default():
+    """icp.example.toml documents every scalar key with the default the code uses (one source: sync.config.KEYS,
+    whose defaults are read from the code that uses them). A key left out must be shown commented out."""
+    from sync.config import KEYS
+
+    example = _example_values()
+    text = (ROOT / "icp.example.toml").read_text()
+    for key in KEYS:
+        if key.path in example:
+            value = example[key.path]
+            default = list(key.default) if isinstance(key.default, tuple) else key.default
+            assert value == default, (
+                f"icp.example.toml: {key.path} = {value!r}, but the default is {default!r}"
+            )
+        else:
+            assert key.default is None and f"# {key.name} = " in text, f"{key.path} missing from the example"
+
+
+def test_every_example_key_is_one_the_parser_reads():
+    from sync.config import allowed_keys
+
+    for path in _example_values():
+        section, _, name = path.rpartition(".")
+        if section.endswith(".columns") or section == "salesforce.fields":
+            continue  # mappings: any canonical name / any owned field, checked by the parser's own tests
+        assert name in allowed_keys(section), path

@@ -350,7 +350,7 @@ ICP_GROUP = ("icp_sync", "ICP sync", 2)
 
 
 def icp_properties() -> list[PropertyDef]:
-    """The icp_* company properties of DESIGN section 5, as `icp fields --apply` would create them."""
+    """The icp_* company properties of docs/architecture.md ("Owned fields"), as `icp fields --apply` would create them."""
     g = ICP_GROUP[0]
     return [
         PropertyDef(

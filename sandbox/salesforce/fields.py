@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sandbox.salesforce.ids import normalize_id
@@ -302,9 +302,6 @@ class Field:
             return bool(stored)
         return stored
 
-    def with_changes(self, **changes) -> Field:
-        return replace(self, **changes)
-
 
 # -- datetimes ------------------------------------------------------------------------------------------------
 _DATETIME = re.compile(
@@ -531,7 +528,7 @@ DEFAULT_SEGMENTS = ("SMB", "Mid-market", "Enterprise", "Unknown size")
 
 
 def icp_fields() -> list[Field]:
-    """The fields icp-sync owns on Account (DESIGN section 5), as `icp fields --apply` would create them."""
+    """The fields icp-sync owns on Account (docs/architecture.md, "Owned fields"), as `icp fields --apply` would create them."""
     return [
         custom_field(
             "ICP_Segment__c",

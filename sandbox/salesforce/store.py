@@ -183,12 +183,6 @@ class Store:
                 return sobject
         return None
 
-    def type_for_id(self, record_id: str) -> SObjectType | None:
-        for sobject in self.types.values():
-            if record_id.startswith(sobject.key_prefix):
-                return sobject
-        return None
-
     def _ensure_schema(self) -> None:
         with self.db.transaction() as conn:
             conn.execute(

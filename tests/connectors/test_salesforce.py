@@ -559,7 +559,7 @@ def test_per_record_errors_come_back_with_their_codes_and_the_rest_is_written(ic
     assert now[ids[4]]["ICP_Tier__c"] is None  # the refused record kept every old value
 
 
-def test_locked_rows_are_sent_again_and_land(icp_org):
+def test_locked_rows_are_sent_again_through_the_retry_policy_and_land(icp_org):
     ids = account_ids(icp_org)[:10]
     icp_org.faults.inject("record_lock", times=3, only="sf.composite")
     connector = connect(icp_org)
@@ -567,17 +567,30 @@ def test_locked_rows_are_sent_again_and_land(icp_org):
     assert icp_org.faults.fired["record_lock"] == 3
     assert sorted(r.record_id for r in results) == sorted(ids)
     assert all(r.success for r in results)
+    # the first call settles 7 records; the retry (one backoff, counted) re-sends only the 3 locked ones
     assert icp_org.calls.count("sf.composite") == 2 and connector.write_calls == 2
+    assert connector.policy.retries == 1 and connector.api_calls == 2
     assert_written(icp_org, changes_for(ids))
 
 
-def test_a_row_that_stays_locked_is_reported_after_two_more_sends(icp_org):
+def test_a_row_that_stays_locked_is_reported_once_the_retry_policy_gives_up(icp_org):
     rid = account_ids(icp_org)[0]
-    icp_org.faults.inject("record_lock", times=3, only="sf.composite")
-    [result] = flat(connect(icp_org).write(changes_for([rid])))
+    connector = connect(icp_org)  # 4 attempts
+    icp_org.faults.inject("record_lock", times=connector.policy.attempts, only="sf.composite")
+    [result] = flat(connector.write(changes_for([rid])))
     assert (result.record_id, result.success, result.code) == (rid, False, "UNABLE_TO_LOCK_ROW")
-    assert icp_org.calls.count("sf.composite") == 3
+    assert icp_org.calls.count("sf.composite") == connector.policy.attempts == connector.api_calls
+    assert connector.policy.retries == connector.policy.attempts - 1
     assert stored(icp_org)[rid]["ICP_Tier__c"] is None
+
+
+def test_a_locked_row_that_clears_before_the_last_attempt_lands(icp_org):
+    rid = account_ids(icp_org)[0]
+    connector = connect(icp_org)
+    icp_org.faults.inject("record_lock", times=connector.policy.attempts - 1, only="sf.composite")
+    [result] = flat(connector.write(changes_for([rid])))
+    assert result.success and icp_org.calls.count("sf.composite") == connector.policy.attempts
+    assert stored(icp_org)[rid]["ICP_Tier__c"] == changes_for([rid]).loc[rid, "tier"]
 
 
 def test_above_bulk_threshold_writes_go_through_bulk_api_2(icp_org):

@@ -1,7 +1,10 @@
-"""The `icp` command line: thin click commands over sync.pipeline, one library call each.
+"""The `icp` command line: thin click commands over sync.pipeline, sync.setup, sync.demo and sync.job, one
+library call each. A command parses its options, makes the call and prints the result: as text, or with
+--json as one JSON document (the result's `as_dict()`).
 
-Exit codes (DESIGN section 7): 0 ok, 1 error, 2 usage or configuration, 3 finished with record-level
-failures, 4 stopped by quota or safety cap. Expected failures print one clear message, never a traceback.
+Exit codes (docs/architecture.md, "Exit codes"): 0 ok, 1 error, 2 usage or configuration, 3 finished with
+record-level failures, 4 stopped by quota or safety cap. Expected failures print one clear message, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from connectors.retry import CrmError, QuotaExhausted
 from sandbox.cli import serve as sandbox_serve
 from scoring.errors import ScoringError
 from sync import pipeline
-from sync.config import CRM_KINDS, ConfigError, load_config
+from sync.config import CRM_KINDS, ConfigError, SandboxConfig, load_config
 from sync.job import JobStopped, PreflightError
 from sync.state import StateLocked
 
@@ -125,11 +128,13 @@ def main() -> None:
 @click.option(
     "--accounts",
     type=click.IntRange(50, 2_000_000),
-    default=2000,
+    default=SandboxConfig.accounts,
     show_default=True,
     help="How many accounts the sample book has.",
 )
-@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the sample book.")
+@click.option(
+    "--seed", type=int, default=SandboxConfig.seed, show_default=True, help="Seed of the sample book."
+)
 @common_options
 def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     """Run everything on a bundled sample book: first as a CSV export, then as the nightly job
@@ -139,79 +144,37 @@ def demo(ctx: Ctx, directory: str, accounts: int, seed: int) -> None:
     and crm/ (icp.toml, the sandbox's state, run reports), so you can read the configs that produced
     the result and rerun any command with --config.
     """
-    from sync import job
-    from sync.crm import open_crm
-    from sync.demo import write_demo, write_sandbox_demo
+    from sync.demo import run_demo
 
-    root = Path(directory)
-    # 1. The CSV book: learn, score, backtest.
-    files = write_demo(root / "csv", accounts=accounts, seed=seed)
-    config = load_config(files.config)
-    book = pipeline.load_book(config)
-    learned = pipeline.learn(config, book)
-    scored = pipeline.score_book(config, book, learned.profile)
-    out, _ = pipeline.write_output(config, scored)
-    summary = pipeline.score_summary(scored, learned.profile)
-    table = pipeline.segment_tier_table(scored)
-    bt = pipeline.run_backtest(config, book, as_of="2025-01-01", n_boot=300)
-
+    result = run_demo(directory, accounts=accounts, seed=seed)
     ctx.say(
-        f"1. A CSV export: {len(book.accounts):,} accounts and {len(book.deals):,} deals in {files.directory}/",
+        f"1. A CSV export: {result.accounts:,} accounts and {result.deals:,} deals in "
+        f"{result.files.directory}/",
         bold=True,
     )
-    _print_club(ctx, learned.club)
-    _print_profile(ctx, learned.profile, learned.path)
+    _print_club(ctx, result.learned.club)
+    _print_profile(ctx, result.learned.profile, result.learned.path)
     ctx.say("\nAccounts by segment and tier:", bold=True)
-    ctx.say(table.to_string())
+    ctx.say(result.segment_tier.to_string())
+    summary = result.summary
     ctx.say(f"\nClub members in tier A: {summary.get('club_in_a', 0)} of {summary.get('club_members', 0)}")
-    ctx.say(f"Backtest as of 2025-01-01: {bt.statement}")
-    ctx.say(f"Scored file: {out}")
+    ctx.say(f"Backtest as of {result.backtest_as_of}: {result.backtest.statement}")
+    ctx.say(f"Scored file: {result.output}")
 
-    # 2. The nightly job against the sandbox: fields, learn from the CRM, run, run again.
-    crm_config = load_config(write_sandbox_demo(root / "crm", accounts=accounts, seed=seed))
-    with open_crm(crm_config) as connector:
-        plan = connector.check_fields(job.segment_names(crm_config))
-        connector.apply_fields(plan)
-        crm_book = pipeline.book_from_crm(crm_config, connector)
-        crm_learned = pipeline.learn(crm_config, crm_book)
-        first = job.run(crm_config, job.RunOptions(), connector_override=connector)
-        second = job.run(crm_config, job.RunOptions(), connector_override=connector)
-    ctx.say(f"\n2. The nightly job against a local Salesforce sandbox ({crm_config.path.parent}/)", bold=True)
     ctx.say(
-        f"created {len(plan.create)} custom fields on Account; learned profile {crm_learned.profile.version} "
-        f"from the CRM's own accounts and opportunities"
+        f"\n2. The nightly job against a local Salesforce sandbox ({result.crm_config.parent}/)", bold=True
     )
-    _print_report(ctx, first)
-    _print_report(ctx, second)
-    ctx.emit(
-        {
-            "csv": {
-                "files": {
-                    "config": files.config,
-                    "accounts": files.accounts,
-                    "deals": files.deals,
-                    "profile": learned.path,
-                    "output": out,
-                },
-                "club": learned.club.members,
-                "profile_version": learned.profile.version,
-                "summary": summary,
-                "segment_tier": table,
-                "backtest": bt.to_dict(),
-            },
-            "crm": {
-                "config": crm_config.path,
-                "fields_created": [s.name for s in plan.create],
-                "profile_version": crm_learned.profile.version,
-                "runs": [first.as_dict(), second.as_dict()],
-            },
-        }
+    ctx.say(
+        f"created {len(result.fields_created)} custom fields on Account; learned profile "
+        f"{result.crm_profile_version} from the CRM's own accounts and opportunities"
     )
-    example = scored.sort_values("icp_fit_score", ascending=False).index[0]
+    for run_report in result.runs:
+        _print_report(ctx, run_report)
+    ctx.emit(result.as_dict())
     ctx.say("\nNext: why an account got its tier, the run history, a dry run:")
-    ctx.say(f"  icp explain {example} --config {files.config}")
-    ctx.say(f"  icp report --config {crm_config.path}")
-    ctx.say(f"  icp run --dry-run --full --config {crm_config.path}")
+    ctx.say(f"  icp explain {result.example_id} --config {result.files.config}")
+    ctx.say(f"  icp report --config {result.crm_config}")
+    ctx.say(f"  icp run --dry-run --full --config {result.crm_config}")
 
 
 # ----------------------------------------------------------------------------------------------- profile
@@ -416,27 +379,12 @@ def rescore(ctx: Ctx, ids: tuple[str, ...], where: str | None, dry_run: bool, fo
 @common_options
 def pull(ctx: Ctx, output: str | None) -> None:
     """Pull every account and closed deal from the CRM and summarise them; writes nothing to the CRM."""
-    config = ctx.config()
-    book = pipeline.load_book(config, progress=ctx.progress)
-    summary = {
-        "accounts": len(book.accounts),
-        "deals": 0 if book.deals is None else len(book.deals),
-        "won_deals": 0 if book.deals is None else int(book.deals["is_won"].sum()),
-        "missing": {
-            c: int(book.accounts[c].isna().sum())
-            for c in ("industry", "employees", "annual_revenue", "country")
-        },
-    }
-    if output:
-        from connectors.csvfile import write_frame
+    from sync import setup
 
-        write_frame(book.accounts, output)
-        summary["output"] = output
-    ctx.emit(summary)
-    ctx.say(
-        f"{summary['accounts']:,} accounts, {summary['deals']:,} closed deals ({summary['won_deals']:,} won)"
-    )
-    ctx.say("missing values: " + ", ".join(f"{k} {v:,}" for k, v in summary["missing"].items()))
+    summary = setup.pull(ctx.config(), output=output, progress=ctx.progress)
+    ctx.emit(summary.as_dict())
+    ctx.say(f"{summary.accounts:,} accounts, {summary.deals:,} closed deals ({summary.won_deals:,} won)")
+    ctx.say("missing values: " + ", ".join(f"{k} {v:,}" for k, v in summary.missing.items()))
 
 
 @main.command()
@@ -447,115 +395,44 @@ def fields(ctx: Ctx, apply_: bool) -> None:
 
     Idempotent: a second --apply plans nothing.
     """
-    from sync.crm import open_crm
-    from sync.job import segment_names
+    from sync import setup
 
-    config = ctx.config()
-    with open_crm(config) as connector:
-        plan = connector.check_fields(segment_names(config))
-        payload = {
-            "create": [s.name for s in plan.create],
-            "add_values": {k: list(v) for k, v in plan.add_values.items()},
-            "ok": plan.ok,
-            "problems": plan.problems,
-            "applied": False,
-        }
-        for spec in plan.create:
-            ctx.say(
-                f"create {spec.name} ({spec.kind}{', values ' + ', '.join(spec.values) if spec.values else ''})"
-            )
-        for name, values in plan.add_values.items():
-            ctx.say(f"add to {name}: {', '.join(values)}")
-        for problem in plan.problems:
-            ctx.warn(problem)
-        if plan.empty:
-            ctx.say("all ICP fields are in place; nothing to do")
-        elif apply_:
-            connector.apply_fields(plan)
-            after = connector.check_fields(segment_names(config))
-            payload["applied"] = True
-            payload["remaining"] = {
-                "create": [s.name for s in after.create],
-                "add_values": list(after.add_values),
-            }
-            ctx.say(
-                "applied" if after.empty else "applied, but some changes did not take: rerun `icp fields`"
-            )
-        else:
-            ctx.say("dry run: rerun with --apply to make these changes")
-        ctx.emit(payload)
-        if plan.problems:
-            raise click.ClickException("some fields cannot be used as they are (see the warnings above)")
+    result = setup.fields(ctx.config(), apply=apply_)
+    plan = result.plan
+    for spec in plan.create:
+        ctx.say(
+            f"create {spec.name} ({spec.kind}{', values ' + ', '.join(spec.values) if spec.values else ''})"
+        )
+    for name, values in plan.add_values.items():
+        ctx.say(f"add to {name}: {', '.join(values)}")
+    for problem in plan.problems:
+        ctx.warn(problem)
+    if plan.empty:
+        ctx.say("all ICP fields are in place; nothing to do")
+    elif result.applied:
+        ctx.say(
+            "applied" if result.complete else "applied, but some changes did not take: rerun `icp fields`"
+        )
+    else:
+        ctx.say("dry run: rerun with --apply to make these changes")
+    ctx.emit(result.as_dict())
+    if not result.ok:
+        raise click.ClickException("some fields cannot be used as they are (see the warnings above)")
 
 
 @main.command()
 @common_options
 def doctor(ctx: Ctx) -> None:
     """Check the set-up: config, credentials, API access and quota, fields, profile, state."""
-    from sync.crm import open_crm
-    from sync.job import segment_names
+    from sync import setup
 
-    checks: list[tuple[str, bool, str]] = []
-    config = ctx.config()
-    checks.append(("config", True, str(config.path)))
-    try:
-        prof = pipeline.read_profile(config)
-        checks.append(("profile", True, f"{config.profile_path} (version {prof.version})"))
-    except ScoringError as exc:
-        checks.append(("profile", False, str(exc)))
-    if config.crm in ("salesforce", "sandbox"):
-        try:
-            with open_crm(config) as connector:
-                usage = connector.usage()
-                checks.append(("credentials", True, f"logged in ({connector.mode})"))
-                if usage:
-                    ok = usage.remaining >= config.salesforce.quota_floor
-                    checks.append(
-                        (
-                            "api quota",
-                            ok,
-                            f"{usage.used:,} of {usage.limit:,} used today; floor "
-                            f"{config.salesforce.quota_floor:,}",
-                        )
-                    )
-                plan = connector.check_fields(segment_names(config))
-                detail = (
-                    "all present"
-                    if plan.empty and not plan.problems
-                    else "; ".join(
-                        [
-                            *(f"missing {s.name}" for s in plan.create),
-                            *(f"{k} lacks {', '.join(v)}" for k, v in plan.add_values.items()),
-                            *plan.problems,
-                        ]
-                    )
-                )
-                checks.append(
-                    (
-                        "fields",
-                        plan.empty and not plan.problems,
-                        detail + ("" if plan.empty else " (run `icp fields --apply`)"),
-                    )
-                )
-        except CrmError as exc:
-            checks.append(("credentials", False, str(exc)))
-    else:
-        checks.append(
-            (
-                "book",
-                config.csv is not None and config.csv.accounts.exists(),
-                str(config.csv.accounts) if config.csv else "no [csv] accounts",
-            )
+    result = setup.doctor(ctx.config())
+    ctx.emit(result.as_dict())
+    for check in result.checks:
+        ctx.say(
+            f"{'ok ' if check.ok else 'FAIL'} {check.name:12} {check.detail}", fg=None if check.ok else "red"
         )
-    try:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        checks.append(("state", True, str(config.state_dir)))
-    except OSError as exc:
-        checks.append(("state", False, f"{config.state_dir}: {exc.strerror}"))
-    ctx.emit({"checks": [{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]})
-    for name, ok, detail in checks:
-        ctx.say(f"{'ok ' if ok else 'FAIL'} {name:12} {detail}", fg=None if ok else "red")
-    if not all(ok for _, ok, _ in checks):
+    if not result.ok:
         raise click.exceptions.Exit(EXIT_ERROR)
 
 

@@ -1,7 +1,9 @@
 """`icp demo`: the bundled sample book end to end, written out as files a user can read and then copy.
 
 It writes a CRM-style CSV export (vendor headers, dirty cells) and an `icp.toml` that maps it, then runs the
-same library calls as `icp profile learn` and `icp score`, so the demo doubles as a working example config.
+same library calls as `icp profile learn`, `icp score` and `icp backtest`, so the demo doubles as a working
+example config; then the nightly job against a local sandbox (`icp fields --apply`, `icp profile learn`,
+`icp run` twice). `run_demo` does all of it and returns a `DemoResult` the CLI prints.
 """
 
 from __future__ import annotations
@@ -9,7 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from sandbox.book import ACCOUNT_HEADERS, DEAL_HEADERS, LOST_STAGES, WON_STAGES, export_csv, generate_book
+from scoring.backtest import BacktestResult
+from sync import job, pipeline, setup
+from sync.config import SandboxConfig, load_config
+from sync.crm import open_crm
+
+#: The demo's backtest: learn from deals closed before this date, judge by those closed after it.
+BACKTEST_AS_OF, BACKTEST_BOOT = "2025-01-01", 300
 
 DEMO_CONFIG = """\
 # icp-sync demo configuration: the sample book written by `icp demo`.
@@ -100,7 +111,9 @@ class DemoFiles:
     deals: Path
 
 
-def write_demo(directory: str | Path, *, accounts: int = 2000, seed: int = 7) -> DemoFiles:
+def write_demo(
+    directory: str | Path, *, accounts: int = SandboxConfig.accounts, seed: int = SandboxConfig.seed
+) -> DemoFiles:
     """Write the sample book and its config into `directory` (created if needed; existing files replaced)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -120,7 +133,9 @@ def write_demo(directory: str | Path, *, accounts: int = 2000, seed: int = 7) ->
     return DemoFiles(directory, config, acc_path, deal_path)
 
 
-def write_sandbox_demo(directory: str | Path, *, accounts: int = 2000, seed: int = 7) -> Path:
+def write_sandbox_demo(
+    directory: str | Path, *, accounts: int = SandboxConfig.accounts, seed: int = SandboxConfig.seed
+) -> Path:
     """A config for the nightly job against a fresh sandbox in `directory` (any earlier state removed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -141,6 +156,90 @@ def write_sandbox_demo(directory: str | Path, *, accounts: int = 2000, seed: int
         SANDBOX_CONFIG.format(accounts=accounts, seed=seed, segments=segments), encoding="utf-8"
     )
     return config
+
+
+@dataclass
+class DemoResult:
+    """Everything `icp demo` did: the CSV book learned, scored and backtested, then the nightly job against
+    the sandbox (fields created, profile learned from the CRM, two runs, the second writing nothing)."""
+
+    files: DemoFiles
+    accounts: int  # in the CSV book
+    deals: int
+    learned: pipeline.Learned
+    output: Path  # the scored accounts file
+    summary: dict
+    segment_tier: pd.DataFrame
+    backtest: BacktestResult
+    backtest_as_of: str
+    crm_config: Path
+    fields_created: list[str]
+    crm_profile_version: str
+    runs: list  # the two RunReports
+    example_id: str  # the best-scored account, for `icp explain`
+
+    def as_dict(self) -> dict:
+        return {
+            "csv": {
+                "files": {
+                    "config": self.files.config,
+                    "accounts": self.files.accounts,
+                    "deals": self.files.deals,
+                    "profile": self.learned.path,
+                    "output": self.output,
+                },
+                "club": self.learned.club.members,
+                "profile_version": self.learned.profile.version,
+                "summary": self.summary,
+                "segment_tier": self.segment_tier,
+                "backtest": self.backtest.to_dict(),
+            },
+            "crm": {
+                "config": self.crm_config,
+                "fields_created": self.fields_created,
+                "profile_version": self.crm_profile_version,
+                "runs": [r.as_dict() for r in self.runs],
+            },
+        }
+
+
+def run_demo(
+    directory: str | Path, *, accounts: int = SandboxConfig.accounts, seed: int = SandboxConfig.seed
+) -> DemoResult:
+    """Write the sample book into `directory`/csv and learn, score and backtest it; then write a sandbox
+    config into `directory`/crm, create the ICP fields, learn from the CRM and run the nightly job twice."""
+    root = Path(directory)
+    # 1. The CSV book: learn, score, backtest.
+    files = write_demo(root / "csv", accounts=accounts, seed=seed)
+    config = load_config(files.config)
+    book = pipeline.load_book(config)
+    learned = pipeline.learn(config, book)
+    scored = pipeline.score_book(config, book, learned.profile)
+    out, _ = pipeline.write_output(config, scored)
+    bt = pipeline.run_backtest(config, book, as_of=BACKTEST_AS_OF, n_boot=BACKTEST_BOOT)
+
+    # 2. The nightly job against the sandbox: fields, learn from the CRM, run, run again.
+    crm_config = load_config(write_sandbox_demo(root / "crm", accounts=accounts, seed=seed))
+    with open_crm(crm_config) as connector:
+        made = setup.fields(crm_config, apply=True, connector=connector)
+        crm_learned = pipeline.learn(crm_config, pipeline.book_from_crm(crm_config, connector))
+        runs = [job.run(crm_config, job.RunOptions(), connector_override=connector) for _ in range(2)]
+    return DemoResult(
+        files=files,
+        accounts=len(book.accounts),
+        deals=len(book.deals),
+        learned=learned,
+        output=out,
+        summary=pipeline.score_summary(scored, learned.profile),
+        segment_tier=pipeline.segment_tier_table(scored),
+        backtest=bt,
+        backtest_as_of=BACKTEST_AS_OF,
+        crm_config=crm_config.path,
+        fields_created=[s.name for s in made.plan.create],
+        crm_profile_version=crm_learned.profile.version,
+        runs=runs,
+        example_id=str(scored.sort_values("icp_fit_score", ascending=False).index[0]),
+    )
 
 
 def _toml_list(items) -> str:

@@ -1,8 +1,8 @@
 """The scoring pipeline as library calls: load a book, learn the club and profile, score, explain, backtest.
 
-The CLI is a thin layer over these functions and the ones built on them (sync/setup for fields, doctor and pull;
-sync/demo); the nightly job (sync/job) reuses them between its pull and its plan. Everything here takes a validated `Config`; CRM access goes through `connectors/`, maths through
-`scoring/`.
+The CLI is a thin layer over these functions and the ones built on them (sync/setup: fields, doctor, pull;
+sync/demo); the nightly job (sync/job) reuses them between its pull and its plan. Everything here takes a
+validated `Config`; CRM access goes through `connectors/`, maths through `scoring/`.
 """
 
 from __future__ import annotations

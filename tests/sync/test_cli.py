@@ -77,6 +77,13 @@ def test_demo_json_reports_club_in_tier_a_lift_and_two_crm_runs(tmp_path):
     assert second["changed"] == 0 and second["written"] == 0
 
 
+def test_demo_defaults_are_the_sandbox_config_defaults():
+    from sync.config import SandboxConfig
+
+    defaults = {p.name: p.default for p in main.commands["demo"].params}
+    assert defaults["accounts"] == SandboxConfig.accounts and defaults["seed"] == SandboxConfig.seed
+
+
 def test_learn_score_explain_backtest_chain(book_dir):
     cfg = book_dir / "icp.toml"
     learned = run("profile", "learn", "--config", cfg, "--json")

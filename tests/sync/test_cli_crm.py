@@ -47,6 +47,20 @@ def test_doctor_fails_until_the_fields_exist(sandbox_config):
     assert all(c["ok"] for c in json.loads(after.output)["checks"])
 
 
+def test_pull_reports_missing_values_of_the_scoring_attributes(sandbox_config):
+    sandbox_config.write_text(
+        sandbox_config.read_text() + '[scoring]\nattributes = ["country", "industry"]\n'
+    )
+    result = icp("pull", "--config", sandbox_config)
+    assert result.exit_code == 0, result.output
+    assert "missing values: country " in result.output and ", industry " in result.output
+    assert "employees" not in result.output
+    assert list(json.loads(icp("pull", "--config", sandbox_config, "--json").output)["missing"]) == [
+        "country",
+        "industry",
+    ]
+
+
 def test_run_dry_run_then_run_then_rerun_and_report(sandbox_config):
     icp("fields", "--apply", "--config", sandbox_config)
     dry = icp("run", "--dry-run", "--config", sandbox_config, "--json")

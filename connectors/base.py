@@ -10,7 +10,7 @@ the caller's `ParseReport`, exactly as the CSV reader does. Every call goes thro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -81,6 +81,11 @@ class WriteResult:
     message: str = ""
 
 
+#: The `WriteResult.code` of a record a job never reached (aborted, or failed as a whole): not written, not
+#: rejected either; the next plan decides again whether it needs writing.
+UNPROCESSED = "UNPROCESSED"
+
+
 @dataclass(frozen=True)
 class Usage:
     used: int
@@ -143,8 +148,32 @@ class Connector(Protocol):
         """Closed deals as canonical pages (`DEAL_SCHEMA`), with `is_won` / `is_closed` decided."""
         ...
 
-    def write(self, changes: pd.DataFrame) -> Iterator[list[WriteResult]]:
+    def read_owned(self, ids: Sequence[str]) -> pd.DataFrame:
+        """The owned fields' values the CRM holds now for `ids` (index = record id, logical columns), read
+        right before a batch overwrites them; deleted or unknown ids are simply absent."""
+        ...
+
+    def batch_size(self, n_changes: int) -> int:
+        """How many of `n_changes` records one `write` call should get so that each call is one batch as
+        the CRM takes it (the engine re-reads each batch's overwrites right before sending it)."""
+        ...
+
+    def write(
+        self, changes: pd.DataFrame, *, on_job: Callable[[str], None] | None = None
+    ) -> Iterator[list[WriteResult]]:
         """Write `changes` (index = record id, logical owned columns) in batches; yield each batch's
         per-record results as soon as the CRM confirms them. A record-level rejection is a failed
-        `WriteResult`, never an exception; a call-level failure that outlives the retries raises CrmError."""
+        `WriteResult`, never an exception; a call-level failure that outlives the retries raises CrmError.
+
+        A write that goes through a server-side job (Salesforce Bulk API 2.0) calls `on_job(job_id)` right
+        after creating the job and before sending it any record, so the caller can keep the id where the
+        next run finds it if this one dies (`settle_job`). Such a job's results come as one batch, once the
+        job is final: when that batch is yielded, every job reported so far is settled. A transient error
+        during a job's steps retries that step on the same job; a job is never created twice for one batch."""
+        ...
+
+    def settle_job(self, job_id: str) -> list[WriteResult]:
+        """Finish a job a dead run left behind: if it is still open or running, abort it and wait until it
+        is final; then its per-record outcomes: successes, rejections with their codes, and the records it
+        never reached as failed with code `UNPROCESSED`. A job the CRM no longer knows gives [], no error."""
         ...

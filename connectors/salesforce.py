@@ -12,10 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote_plus, urlparse
 
 import pandas as pd
 import requests
@@ -29,9 +30,10 @@ from simple_salesforce.exceptions import (
     SalesforceExpiredSession,
     SalesforceMalformedRequest,
     SalesforceOperationError,
+    SalesforceResourceNotFound,
 )
 
-from connectors.base import FieldPlan, FieldSpec, Usage, WriteResult
+from connectors.base import UNPROCESSED, FieldPlan, FieldSpec, Usage, WriteResult
 from connectors.owned import OWNED, default_names
 from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetriesExhausted, Retryable, RetryPolicy
 from connectors.schema import ACCOUNT_SCHEMA, DEAL_SCHEMA, ParseReport, conform
@@ -73,6 +75,12 @@ USABLE_TYPES = {
 RETRYABLE_CODES = {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
 ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 COLLECTION_SIZE = 200
+BULK_UPLOAD_BYTES = 90_000_000  # CSV per ingest job (Salesforce takes 100 MB per upload, SDK checks it)
+BULK_POLL_MAX_S = 5.0  # the poll interval grows from `bulk_poll_s` up to this
+BULK_WAIT_S = 24 * 3600  # a job not final after this long is left to the next run's `settle_job`
+BULK_FINAL_STATES = ("JobComplete", "Failed", "Aborted")
+# The URL-encoded SOQL of one REST query (GET ...?q=): Salesforce answers 414 past about 16,000 characters.
+MAX_QUERY_CHARS = 12_000
 
 
 @dataclass(frozen=True)
@@ -230,9 +238,14 @@ class SalesforceConnector:
 
     def _login(self) -> None:
         """Log in (or adopt the given session) under the retry policy: a 5xx, a request limit or a dropped
-        connection during login is retried; refused credentials are not."""
+        connection during login is retried; refused credentials are not; a spent daily quota is
+        `QuotaExhausted`, as for any other call."""
+        self._under_policy("Salesforce login", self._login_once, self._classify_login)
+
+    def _login_once(self) -> None:
+        """One login attempt, its failure already classified (`Retryable`, `AuthFailed`, `CrmError`): the
+        caller's retry policy decides. Never chained: the SDK's exception could carry the login request."""
         sec, s = self._secrets, self.settings
-        common = {"session": self._session, "version": s.api_version}
         if self.mode == "session":
             kwargs = {"instance_url": sec["SF_INSTANCE_URL"], "session_id": sec["SF_ACCESS_TOKEN"]}
         elif self.mode == "password":
@@ -255,35 +268,50 @@ class SalesforceConnector:
                 "consumer_secret": sec["SF_CONSUMER_SECRET"],
                 "domain": s.domain,
             }
-
-        def attempt() -> Salesforce:
-            if self.mode != "session":
-                self.api_calls += 1
-            return Salesforce(**kwargs, **common)
-
+        if self.mode != "session":
+            self.api_calls += 1
         try:
-            self._sf = self.policy.call(attempt, classify=self._classify_login, what="Salesforce login")
-        except AuthFailed as exc:
-            # Not chained: the SDK's exception could carry the login request, secrets included.
-            raise AuthFailed(str(exc)) from None
+            sf = Salesforce(**kwargs, session=self._session, version=s.api_version)
+        except Exception as exc:
+            mapped = self._classify_login(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        self._sf = sf
         self.logins += 1
 
     def _classify_login(self, exc: BaseException) -> BaseException | None:
+        """A login's failure, whether ours or the SDK's own session refresh (it logs in again by itself when
+        a call answers INVALID_SESSION_ID): transient -> `Retryable`, the daily quota -> `_QuotaOrRateLimit`,
+        refused -> `AuthFailed` with Salesforce's own message."""
         if isinstance(
             exc, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
         ):
             return Retryable(f"cannot reach Salesforce to log in: {type(exc).__name__}")
         if isinstance(exc, SalesforceAuthenticationFailed):
             code = exc.code
-            transient = (isinstance(code, int) and (code >= 500 or code == 429)) or code in RETRYABLE_CODES
+            name = str(code).upper() if code is not None else ""
+            text = self._scrub(_auth_text(exc))
+            said = f"{code}: {text}" if code is not None and text else str(code or text or "no reason given")
+            if name == "REQUEST_LIMIT_EXCEEDED" and "TOTALREQUESTS" in text.upper():
+                return _QuotaOrRateLimit(f"Salesforce login answered {said}", code="REQUEST_LIMIT_EXCEEDED")
+            transient = (isinstance(code, int) and (code >= 500 or code == 429)) or name in RETRYABLE_CODES
             if transient:
-                return Retryable(f"login answered {code}", code=str(code))
-            # exc.message is Salesforce's text (e.g. "Invalid username, password, security token; or user
-            # locked out."); it never echoes the credentials sent.
-            return AuthFailed(f"Salesforce refused the login ({self.mode}): {code}: {exc.message}")
+                return Retryable(f"Salesforce login answered {said}", code=name)
+            # Salesforce's own words (e.g. "INVALID_LOGIN: Invalid username, password, security token; or
+            # user locked out."), never the SDK's "Response content: {content}" template, never a secret.
+            return AuthFailed(f"Salesforce refused the login ({self.mode}): {said}")
         if isinstance(exc, requests.RequestException):
             return CrmError(f"cannot log in to Salesforce: {type(exc).__name__}")
         return None
+
+    def _scrub(self, text: str) -> str:
+        """`text` with any of our secrets' values blanked out (a vendor message should never echo one)."""
+        for value in self._secrets.values():
+            value = str(value)
+            if len(value) >= 4 and value in text:
+                text = text.replace(value, "***")
+        return text
 
     def _metadata_api(self):
         mdapi = self.sf.mdapi
@@ -299,6 +327,10 @@ class SalesforceConnector:
             return Retryable(f"connection problem: {type(exc).__name__}")
         if isinstance(exc, SalesforceExpiredSession):
             return Retryable("session expired", code="INVALID_SESSION_ID")
+        if isinstance(exc, SalesforceAuthenticationFailed):
+            # The SDK renewed an expired session by itself (password, JWT, client credentials) and that login
+            # failed: judged as a login, so a 503 or a request limit there is retried like anywhere else.
+            return self._classify_login(exc)
         if isinstance(exc, SalesforceError):
             codes = (
                 {e.get("errorCode") for e in exc.content if isinstance(e, dict)}
@@ -308,6 +340,8 @@ class SalesforceConnector:
             message = _error_text(exc)
             if "REQUEST_LIMIT_EXCEEDED" in codes and "TotalRequests" in message:
                 return _QuotaOrRateLimit(message, code="REQUEST_LIMIT_EXCEEDED")
+            if "INVALID_QUERY_LOCATOR" in codes:
+                return _CursorLost(f"Salesforce lost the query cursor: {message}")
             if codes & RETRYABLE_CODES or (exc.status and exc.status >= 500) or exc.status == 429:
                 return Retryable(message, code=",".join(sorted(c for c in codes if c)))
             return CrmError(f"Salesforce answered {exc.status} to {exc.resource_name}: {message}")
@@ -328,35 +362,49 @@ class SalesforceConnector:
         return None
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """One Salesforce call under the retry policy; an expired session is renewed before the retry."""
+        """One Salesforce call under the retry policy. An expired session is renewed before the retry: the
+        login is one more attempt under the same policy (not a policy of its own), so a 503 or a request limit
+        while renewing is retried, and a spent quota ends as `QuotaExhausted` as anywhere else."""
 
         def attempt():
+            if self._sf is None:
+                self._login_once()
             self.api_calls += 1
             try:
                 return fn()
-            except SalesforceExpiredSession:
-                self._renew_session()
+            except SalesforceExpiredSession as exc:
+                self._renew_session(exc)
                 raise
 
+        return self._under_policy(what, attempt, self._classify)
+
+    def _under_policy(self, what: str, fn: Callable[[], Any], classify) -> Any:
+        """`fn` under the retry policy; a request limit that never clears is the daily quota, and a refused
+        login is re-raised unchained (the SDK's exception could carry the login request)."""
         try:
-            return self.policy.call(attempt, classify=self._classify, what=what)
+            return self.policy.call(fn, classify=classify, what=what)
+        except AuthFailed as exc:
+            raise AuthFailed(str(exc)) from None
         except CrmError as exc:
             cause = exc.__cause__
             if isinstance(cause, _QuotaOrRateLimit) or isinstance(exc, _QuotaOrRateLimit):
                 raise QuotaExhausted(
                     f"Salesforce API request limit reached during {what} (REQUEST_LIMIT_EXCEEDED after "
-                    f"{self.policy.attempts} attempts); the run stops here and resumes next time"
+                    f"{self.policy.attempts} attempts: {cause or exc}); the run stops here and resumes next time"
                 ) from None
             raise
 
-    def _renew_session(self) -> None:
+    def _renew_session(self, exc: SalesforceError | None = None) -> None:
+        """Drop an expired session so the retry logs in again; with only a session id there is nothing to
+        log in with."""
         if self.mode == "session":
+            said = f" ({self._scrub(_error_text(exc))})" if exc is not None else ""
             raise AuthFailed(
-                "the Salesforce session (SF_ACCESS_TOKEN) has expired and there are no login credentials "
-                "to renew it: set a fresh SF_ACCESS_TOKEN, or SF_USERNAME + SF_PASSWORD + SF_SECURITY_TOKEN"
+                f"the Salesforce session (SF_ACCESS_TOKEN) was refused{said} and there are no login "
+                "credentials to renew it: set a fresh SF_ACCESS_TOKEN, or SF_USERNAME + SF_PASSWORD + "
+                "SF_SECURITY_TOKEN"
             )
         self._sf = None
-        self._login()
 
     # -- usage ----------------------------------------------------------------------------------------
     def usage(self) -> Usage | None:
@@ -457,7 +505,7 @@ class SalesforceConnector:
     def read_fields(self) -> dict[str, str]:
         return {**ACCOUNT_FIELDS, **self.settings.account_columns}
 
-    def _account_soql(self, *, since=None, ids=None, where=None, count=False) -> str:
+    def _account_soql(self, *, since=None, ids=None, where=None, count=False, after=None) -> str:
         # Owned fields not created yet (before `icp fields --apply`) are left out, so learning and scoring
         # work on a fresh org; their live values then read as empty. The job's preflight requires them all.
         present = self._account_fields if self._account_fields is not None else self.describe_account()
@@ -470,11 +518,43 @@ class SalesforceConnector:
             clauses.append(f"Id IN ({', '.join(soql_quote(i) for i in check_ids(ids))})")
         if where:
             clauses.append(f"({where})")
+        if after is not None:
+            # Resume after the record last received, on the ORDER BY (SystemModstamp, Id) position.
+            stamp, last_id = soql_datetime(after[0]), soql_quote(after[1])
+            clauses.append(f"(SystemModstamp > {stamp} OR (SystemModstamp = {stamp} AND Id > {last_id}))")
         head = "SELECT COUNT() FROM Account" if count else f"SELECT {', '.join(fields)} FROM Account"
         tail = "" if count else " ORDER BY SystemModstamp, Id"
         return head + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + tail
 
+    def _id_chunks(self, ids, *, since=None, where=None) -> list[list[str]]:
+        """`ids` split so that each `Id IN (...)` query, URL-encoded as the GET sends it, stays within
+        `MAX_QUERY_CHARS` (Salesforce answers 414 to a longer URI): however many ids, every query fits."""
+        ids = check_ids(list(ids))
+        base = len(quote_plus(self._account_soql(since=since, ids=[], where=where)))
+        room = max(MAX_QUERY_CHARS - base, 1)
+        chunks: list[list[str]] = []
+        chunk: list[str] = []
+        used = 0
+        for rid in ids:
+            cost = len(quote_plus(soql_quote(rid) + ", "))
+            if chunk and used + cost > room:
+                chunks.append(chunk)
+                chunk, used = [], 0
+            chunk.append(rid)
+            used += cost
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
     def count_accounts(self, *, since=None, ids=None, where=None) -> int:
+        if ids is not None:
+            return sum(
+                self._count_accounts(since=since, ids=chunk, where=where)
+                for chunk in self._id_chunks(ids, since=since, where=where)
+            )
+        return self._count_accounts(since=since, where=where)
+
+    def _count_accounts(self, *, since=None, ids=None, where=None) -> int:
         soql = self._account_soql(since=since, ids=ids, where=where, count=True)
         return int(self._call("count accounts", lambda: self.sf.query(soql))["totalSize"])
 
@@ -488,19 +568,31 @@ class SalesforceConnector:
         report: ParseReport | None = None,
         page_size: int = 2000,
     ) -> Iterator[pd.DataFrame]:
-        """Canonical account pages (plus `live_<field>` owned values and `_modstamp`), oldest change first."""
-        if ids is not None and len(ids) > 500:
-            for start in range(0, len(ids), 500):
-                yield from self.iter_accounts(
-                    since=since, ids=ids[start : start + 500], where=where, page_size=page_size, report=report
-                )
-            return
+        """Canonical account pages (plus `live_<field>` owned values and `_modstamp`), oldest change first
+        (within each chunk of `ids`: many ids go in as many queries as keep each within the URL limit)."""
+        if ids is not None:
+            chunks = self._id_chunks(ids, since=since, where=where)
+            if len(chunks) != 1:
+                for chunk in chunks:
+                    yield from self.iter_accounts(
+                        since=since, ids=chunk, where=where, page_size=page_size, report=report
+                    )
+                return
+            ids = chunks[0]
         soql = self._account_soql(since=since, ids=ids, where=where)
+
+        def resume(last: dict) -> str:
+            after = (pd.Timestamp(last["SystemModstamp"]), last["Id"])
+            return self._account_soql(since=since, ids=ids, where=where, after=after)
+
         try:
             if total is not None and total > self.settings.bulk_query_threshold:
                 pages = self._bulk_query(soql)
             else:
-                pages = (pd.DataFrame.from_records(page) for page in self._rest_pages(soql, page_size))
+                pages = (
+                    pd.DataFrame.from_records(page)
+                    for page in self._rest_pages(soql, page_size, resume=resume)
+                )
             for page in pages:
                 yield self._to_accounts(page, report)
         except SalesforceMalformedRequest as exc:
@@ -509,19 +601,45 @@ class SalesforceConnector:
     def iter_deals(self, *, report: ParseReport | None = None) -> Iterator[pd.DataFrame]:
         """Closed opportunities as canonical deals, page by page."""
         fields = ", ".join(OPPORTUNITY_FIELDS.values())
-        soql = f"SELECT {fields} FROM Opportunity WHERE IsClosed = true AND AccountId != null ORDER BY Id"
-        for page in self._rest_pages(soql, 2000):
+
+        def soql(after: str = "") -> str:
+            return (
+                f"SELECT {fields} FROM Opportunity WHERE IsClosed = true AND AccountId != null{after} "
+                "ORDER BY Id"
+            )
+
+        pages = self._rest_pages(
+            soql(), 2000, resume=lambda last: soql(f" AND Id > {soql_quote(last['Id'])}")
+        )
+        for page in pages:
             yield self._to_deals(pd.DataFrame.from_records(page), report)
 
-    def _rest_pages(self, soql: str, page_size: int) -> Iterator[list[dict]]:
-        """Follow nextRecordsUrl page by page; each page is a list of records without `attributes`."""
+    def _rest_pages(
+        self, soql: str, page_size: int, *, resume: Callable[[dict], str] | None = None
+    ) -> Iterator[list[dict]]:
+        """Follow nextRecordsUrl page by page; each page is a list of records without `attributes`.
+
+        Salesforce can lose a query's cursor (INVALID_QUERY_LOCATOR: after 15 minutes idle, beyond ten open
+        cursors, or when the connection dropped on the last page, whose answer spends the cursor). The pull
+        then goes on from the last complete page: `resume(last record received)` is the query for the records
+        after it (on the query's ORDER BY); without `resume` the query is issued again and the records
+        already received (by Id) are skipped. Either way the new query goes through the retry policy; a cursor
+        lost at every queryMore, `policy.attempts` times in a row, stops the pull."""
         result = self._call("query", lambda: self.sf.query(soql))
+        seen: set[str] | None = None if resume is not None else set()
         buffer: list[dict] = []
+        last: dict | None = None
         last_url = None
+        lost = 0
         while True:
             for rec in result.get("records", []):
                 rec.pop("attributes", None)
+                if seen is not None:
+                    if rec.get("Id") in seen:
+                        continue
+                    seen.add(rec.get("Id"))
                 buffer.append(rec)
+                last = rec
             while len(buffer) >= page_size:
                 yield buffer[:page_size]
                 buffer = buffer[page_size:]
@@ -533,7 +651,16 @@ class SalesforceConnector:
                     f"Salesforce returned the same nextRecordsUrl twice ({url}); stopping the pull"
                 )
             last_url = url
-            result = self._call("query more", lambda u=url: self.sf.query_more(u, identifier_is_url=True))
+            try:
+                result = self._call("query more", lambda u=url: self.sf.query_more(u, identifier_is_url=True))
+                lost = 0
+            except _CursorLost as exc:
+                lost += 1
+                if lost >= self.policy.attempts:
+                    raise CrmError(f"{exc}, {lost} times in a row; stopping the pull") from None
+                again = resume(last) if resume is not None and last is not None else soql
+                result = self._call("query (cursor lost)", lambda q=again: self.sf.query(q))
+                last_url = None
         if buffer:
             yield buffer
 
@@ -583,11 +710,35 @@ class SalesforceConnector:
             report.merge(found)
         return out
 
+    def read_owned(self, ids) -> pd.DataFrame:
+        """The owned fields as the org holds them now, by id (index), logical names as columns."""
+        owned = self.settings.owned
+        present = self._account_fields if self._account_fields is not None else self.describe_account()
+        names = {spec.name: logical for logical, spec in owned.items() if spec.name in present}
+        frames = []
+        # chunked as the account pulls are (the account query is the longer one, so these fit too)
+        for chunk in self._id_chunks(dict.fromkeys(ids)):
+            soql = f"SELECT Id, {', '.join(names)} FROM Account WHERE Id IN ({', '.join(map(soql_quote, chunk))})"
+            for page in self._rest_pages(soql, 2000):
+                frames.append(pd.DataFrame.from_records(page))
+        out = pd.DataFrame(columns=["Id", *names]) if not frames else pd.concat(frames, ignore_index=True)
+        out = out.set_index(out["Id"].astype(str)).drop(columns="Id").rename(columns=names)
+        out = out.reindex(columns=list(owned)).replace("", pd.NA).astype("string")
+        out.index.name = None
+        return out
+
     # -- writes ---------------------------------------------------------------------------------------
-    def write(self, changes: pd.DataFrame) -> Iterator[list[WriteResult]]:
-        """Write `changes` (index = Account id, logical owned columns); yields each batch's results."""
+    def batch_size(self, n_changes: int) -> int:
+        """One Bulk API 2.0 job for the lot above `bulk_threshold`, else one Collections call per 200."""
+        return max(n_changes, 1) if n_changes > self.settings.bulk_threshold else COLLECTION_SIZE
+
+    def write(
+        self, changes: pd.DataFrame, *, on_job: Callable[[str], None] | None = None
+    ) -> Iterator[list[WriteResult]]:
+        """Write `changes` (index = Account id, logical owned columns); yields each batch's results. Above
+        `bulk_threshold` through Bulk API 2.0, each job's id handed to `on_job` before its upload."""
         if len(changes) > self.settings.bulk_threshold:
-            yield from self._write_bulk(changes)
+            yield from self._write_bulk(changes, on_job)
         else:
             for start in range(0, len(changes), COLLECTION_SIZE):
                 yield self._write_collection(changes.iloc[start : start + COLLECTION_SIZE])
@@ -643,44 +794,200 @@ class SalesforceConnector:
             outcome.update(locked)  # still locked after every attempt: failed, retried on the next run
         return [outcome[str(rid)] for rid in batch.index if str(rid) in outcome]
 
-    def _write_bulk(self, changes: pd.DataFrame) -> Iterator[list[WriteResult]]:
+    # -- Bulk API 2.0 ingest, step by step ------------------------------------------------------------------
+    # Each step is one `_call` under the retry policy, so a transient error retries that step on the same
+    # job: a failed poll polls again, a failed download downloads again. A job is never created twice for
+    # the same records. A step whose answer was lost after the server applied it (an upload, a close, an
+    # abort) is recognised on its retry by the job's state instead of failing the write. The SDK client is
+    # looked up per step: a renewed session (after INVALID_SESSION_ID) means a new one.
+    def _bulk_client(self):
+        return self.sf.bulk2.Account._client
+
+    def _write_bulk(
+        self, changes: pd.DataFrame, on_job: Callable[[str], None] | None
+    ) -> Iterator[list[WriteResult]]:
+        """One ingest job per upload (below 100 MB of CSV): create it, report its id, upload, close, wait
+        for it, read its results; each job's records come back as one batch."""
+        for ids, data in self._bulk_uploads(changes):
+            job_id = self._call(
+                "bulk update (create job)", lambda: self._bulk_client().create_job(Operation.update)
+            )["id"]
+            if on_job is not None:
+                on_job(job_id)  # kept by the caller before any record is sent
+            self._bulk_upload(job_id, data)
+            self._bulk_close(job_id)
+            info = self._bulk_wait(job_id)
+            if info is None:
+                raise CrmError(f"Salesforce no longer knows the Bulk API 2.0 job {job_id} it was running")
+            if info["state"] == "Failed":
+                raise CrmError(
+                    f"a Salesforce Bulk API 2.0 job failed: {info.get('errorMessage') or job_id} (job {job_id})"
+                )
+            outcomes = self._bulk_results(job_id)
+            if outcomes is None:
+                raise CrmError(f"Salesforce no longer knows the Bulk API 2.0 job {job_id} it was running")
+            yield [
+                outcomes.get(rid)
+                or WriteResult(rid, False, UNPROCESSED, "not in the results of its Bulk API 2.0 job")
+                for rid in ids
+            ]
+
+    def settle_job(self, job_id: str) -> list[WriteResult]:
+        """A job a dead run left: aborted if still open or running, waited for, then its per-record results
+        (successes, rejections, and the records it never reached as UNPROCESSED). [] if Salesforce no
+        longer knows it (jobs are purged after some days)."""
+        info = self._call("bulk job status", lambda: self._bulk_job(job_id))
+        if info is None:
+            return []
+        if info["state"] not in BULK_FINAL_STATES:
+            self._bulk_abort(job_id)
+            info = self._bulk_wait(job_id, first_sleep=False)
+            if info is None:
+                return []
+        outcomes = self._bulk_results(job_id)
+        return [] if outcomes is None else list(outcomes.values())
+
+    def _bulk_uploads(self, changes: pd.DataFrame) -> Iterator[tuple[list[str], str]]:
+        """The changes as Bulk API 2.0 CSV (Id, then the owned fields' API names; `#N/A` clears a value),
+        cut into uploads of at most BULK_UPLOAD_BYTES: (the record ids, the CSV text)."""
         owned = self.settings.owned
-        rows = []
-        for rid, row in zip(changes.index, changes.itertuples(index=False), strict=True):
-            rec = {"Id": str(rid)}
-            for logical, value in zip(changes.columns, row, strict=True):
-                if logical in owned:
-                    v = _sf_value(logical, value)
-                    rec[owned[logical].name] = "#N/A" if v is None else str(v)
-            rows.append(rec)
+        columns = [c for c in changes.columns if c in owned]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")  # comma, LF, quotes only where needed
 
-        def send():
-            # create job, upload, close, poll until done: one logical write whatever the size
-            self.write_calls += 1
-            return self.sf.bulk2.Account.update(records=rows, wait=self.settings.bulk_poll_s)
+        def csv_line(cells: list[str]) -> str:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(cells)
+            return buffer.getvalue()
 
-        info = self._call("bulk update", send)
-        results: dict[str, WriteResult] = {}
-        for job in info:
-            job_id = job["job_id"]
-            failed = self._call("bulk results", lambda j=job_id: self.sf.bulk2.Account.get_failed_records(j))
-            for rec in csv.DictReader(io.StringIO(failed)):
-                code, _, message = (rec.get("sf__Error") or "UNKNOWN:").partition(":")
-                results[rec["sf__Id"] or rec.get("Id", "")] = WriteResult(
-                    rec["sf__Id"] or rec.get("Id", ""), False, code.strip(), message.strip()
+        header = csv_line(["Id", *(owned[c].name for c in columns)])
+        ids: list[str] = []
+        lines: list[str] = [header]
+        size = len(header.encode())
+        for rid, row in zip(changes.index, changes[columns].itertuples(index=False), strict=True):
+            cells = [str(rid)]
+            for logical, value in zip(columns, row, strict=True):
+                v = _sf_value(logical, value)
+                cells.append("#N/A" if v is None else str(v))
+            line = csv_line(cells)
+            if ids and size + len(line.encode()) > BULK_UPLOAD_BYTES:
+                yield ids, "".join(lines)
+                ids, lines, size = [], [header], len(header.encode())
+            ids.append(str(rid))
+            lines.append(line)
+            size += len(line.encode())
+        if ids:
+            yield ids, "".join(lines)
+
+    def _bulk_job(self, job_id: str) -> dict | None:
+        """The job's info, or None when Salesforce answers 404 (no such job, or purged)."""
+        try:
+            return self._bulk_client().get_job(job_id, False)
+        except SalesforceResourceNotFound:
+            return None
+
+    def _bulk_upload(self, job_id: str, data: str) -> None:
+        tried = False
+
+        def upload() -> None:
+            nonlocal tried
+            retry, tried = tried, True
+            try:
+                self._bulk_client().upload_job_data(job_id, data)
+            except SalesforceError as exc:
+                # An earlier attempt landed and its answer was lost: the job refuses a second upload.
+                if retry and "INVALIDJOBSTATE" in _error_codes(exc):
+                    return
+                raise
+
+        self._call("bulk update (upload)", upload)
+
+    def _bulk_close(self, job_id: str) -> None:
+        tried = False
+
+        def close() -> None:
+            nonlocal tried
+            if tried:  # an earlier attempt may have closed the job and lost the answer
+                self.api_calls += 1
+                info = self._bulk_job(job_id)
+                if info is not None and info["state"] != "Open":
+                    return
+            tried = True
+            self.write_calls += 1  # the call that sets the job's records going
+            self._bulk_client().close_job(job_id)
+
+        self._call("bulk update (close job)", close)
+
+    def _bulk_abort(self, job_id: str) -> None:
+        def abort() -> None:
+            try:
+                self._bulk_client().abort_job(job_id, False)
+            except (SalesforceResourceNotFound, SalesforceMalformedRequest):
+                # Gone, or refused because it is already final (it finished before the abort, or an earlier
+                # attempt aborted it and lost the answer): the wait that follows reads which. Were the job
+                # running still, that wait lets it finish, which settles it too.
+                return
+
+        self._call("bulk job abort", abort)
+
+    def _bulk_wait(self, job_id: str, *, first_sleep: bool = True) -> dict | None:
+        """Poll until the job is final (JobComplete, Failed, Aborted); each poll one `_call`. None if
+        Salesforce no longer knows the job."""
+        interval = self.settings.bulk_poll_s
+        deadline = time.monotonic() + BULK_WAIT_S
+        if first_sleep:
+            time.sleep(interval)
+        while True:
+            info = self._call("bulk job status", lambda: self._bulk_job(job_id))
+            if info is None or info["state"] in BULK_FINAL_STATES:
+                return info
+            if time.monotonic() > deadline:
+                raise CrmError(
+                    f"the Salesforce Bulk API 2.0 job {job_id} is still {info['state']} after "
+                    f"{BULK_WAIT_S // 3600} hours; the next run settles it"
                 )
-            unprocessed = self._call(
-                "bulk results", lambda j=job_id: self.sf.bulk2.Account.get_unprocessed_records(j)
+            time.sleep(interval)
+            interval = min(max(interval, 0.01) * 1.5, max(self.settings.bulk_poll_s, BULK_POLL_MAX_S))
+
+    def _bulk_results(self, job_id: str) -> dict[str, WriteResult] | None:
+        """Every record's outcome from the job's three result lists, by the Id it was uploaded with;
+        None if Salesforce no longer knows the job."""
+        texts = {}
+        for kind in ("successfulResults", "failedResults", "unprocessedRecords"):
+
+            def fetch(k=kind) -> str | None:
+                try:
+                    return self._bulk_client().get_ingest_results(job_id, k)
+                except SalesforceResourceNotFound:
+                    return None
+
+            texts[kind] = self._call("bulk results", fetch)
+            if texts[kind] is None:
+                return None
+        outcomes: dict[str, WriteResult] = {}
+        for rec in csv.DictReader(io.StringIO(texts["successfulResults"])):
+            rid = rec.get("Id") or rec.get("sf__Id", "")
+            outcomes[rid] = WriteResult(rid, True)
+        for rec in csv.DictReader(io.StringIO(texts["failedResults"])):
+            rid = rec.get("Id") or rec.get("sf__Id", "")
+            code, _, message = (rec.get("sf__Error") or "UNKNOWN:").partition(":")
+            outcomes[rid] = WriteResult(rid, False, code.strip(), message.strip())
+        for rec in csv.DictReader(io.StringIO(texts["unprocessedRecords"])):
+            rid = rec.get("Id", "")
+            outcomes[rid] = WriteResult(
+                rid, False, UNPROCESSED, "the Bulk API 2.0 job stopped before it reached this record"
             )
-            for rec in csv.DictReader(io.StringIO(unprocessed)):
-                results[rec["Id"]] = WriteResult(
-                    rec["Id"], False, "UNPROCESSED", "the bulk job did not process it"
-                )
-        yield [results.get(str(rid), WriteResult(str(rid), True)) for rid in changes.index]
+        return outcomes
 
 
 class _QuotaOrRateLimit(Retryable):
     """REQUEST_LIMIT_EXCEEDED: retried like any limit, and reported as the quota if it never clears."""
+
+
+class _CursorLost(CrmError):
+    """INVALID_QUERY_LOCATOR: Salesforce no longer holds the query's cursor (expired, more than ten open, or
+    spent by a last page whose answer was lost); `_rest_pages` re-issues the query where it stopped."""
 
 
 def _record_labels(raw: pd.DataFrame) -> pd.Series:
@@ -695,6 +1002,24 @@ def _sf_value(logical: str, value: Any) -> Any:
     if logical == "fit_score":
         return int(value)
     return str(value)
+
+
+def _error_codes(exc: SalesforceError) -> set[str]:
+    if isinstance(exc.content, list):
+        return {str(e.get("errorCode", "")) for e in exc.content if isinstance(e, dict)}
+    return set()
+
+
+def _auth_text(exc: SalesforceAuthenticationFailed) -> str:
+    """Salesforce's own words from a refused login (simple-salesforce keeps them in `auth_message`; older
+    releases in an instance `message`), never the class's "Response content: {content}" template."""
+    text = getattr(exc, "auth_message", None)
+    if not isinstance(text, str):
+        text = exc.__dict__.get("message")
+    if not isinstance(text, str):
+        content = exc.content
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content or "")
+    return " ".join(text.split())[:300]
 
 
 def _error_text(exc: SalesforceError) -> str:

@@ -7,6 +7,9 @@ occurrences (`times`), or both, optionally only for endpoints whose label starts
 Spec strings (CLI `--faults`, comma-separated): `KIND[:VALUE][@ENDPOINT_PREFIX]`, where VALUE is a probability
 (`rate_limit:0.1`), a count of occurrences (`server_error:x3`), or for `quota` the daily limit
 (`quota:500`), or for `slow` the delay in seconds (`slow:0.2@sf.composite`). `seed=N` sets the seed. Example: `rate_limit:0.05,drop:x1@sf.query,record_lock:0.01,seed=3`.
+A request or record fault may end in `+N`: the first N matching requests (or records) go through untouched,
+then the fault is armed, e.g. `server_error:x2@sf.login+1` (the login after the first one: a session
+renewal) or `drop:x1@sf.query_more+1` (the second queryMore of a pull).
 """
 
 from __future__ import annotations
@@ -46,9 +49,18 @@ class Fault:
     rate: float | None = None  # probability per request (or per record)
     times: int | None = None  # occurrences left; None = unlimited while `rate` holds
     only: str = ""  # endpoint label prefix, e.g. "sf.composite" or "hs.companies.batch"
+    after: int = 0  # matching requests (or records) to let through before the fault is armed
 
     def applies(self, endpoint: str) -> bool:
         return endpoint.startswith(self.only) and (self.times is None or self.times > 0)
+
+
+@dataclass
+class _Hold:
+    only: str
+    let_through: int
+    parked: int = 0
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -62,13 +74,22 @@ class Faults:
     latency: dict[str, float] = field(default_factory=dict)  # endpoint prefix -> seconds
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._rng = random.Random(self.seed)
+        self._hold: _Hold | None = None
 
     # -- arming -------------------------------------------------------------------------------------------
     def inject(
-        self, kind: str, *, rate: float | None = None, times: int | None = None, only: str = ""
+        self,
+        kind: str,
+        *,
+        rate: float | None = None,
+        times: int | None = None,
+        only: str = "",
+        after: int = 0,
     ) -> Fault:
+        """Arm `kind` for endpoints starting with `only`: with probability `rate`, at most `times` times,
+        once `after` matching requests (or records) have gone through untouched."""
         if kind not in REQUEST_FAULTS and kind not in RECORD_FAULTS:
             raise FaultSpecError(f"unknown fault {kind!r}; allowed: {', '.join(sorted(ALL_KINDS))}")
         if rate is None and times is None:
@@ -77,7 +98,9 @@ class Faults:
             raise FaultSpecError(f"fault {kind}: rate must be in (0, 1], got {rate}")
         if times is not None and times < 1:
             raise FaultSpecError(f"fault {kind}: times must be at least 1, got {times}")
-        fault = Fault(kind, rate if rate is not None else 1.0, times, only)
+        if after < 0:
+            raise FaultSpecError(f"fault {kind}: after must be at least 0, got {after}")
+        fault = Fault(kind, rate if rate is not None else 1.0, times, only, after)
         with self._lock:
             self.armed.append(fault)
         return fault
@@ -99,7 +122,49 @@ class Faults:
         with self._lock:
             return max((s for p, s in self.latency.items() if endpoint.startswith(p)), default=0.0)
 
+    def hold(self, *, only: str = "", after: int = 0) -> None:
+        """Let `after` requests whose endpoint label starts with `only` through, then park every further one
+        (counted, not yet applied) until `release()`: a server that has taken a request and not answered it.
+        A test waits for the parked request with `wait_parked`, then acts (kills the client, say) at a known
+        point instead of a guessed moment."""
+        if after < 0:
+            raise FaultSpecError(f"hold: after must be at least 0, got {after}")
+        self.release()
+        with self._lock:
+            self._hold = _Hold(only, after)
+
+    def release(self) -> None:
+        """Let every parked request go on (it is then applied and answered as usual) and stop holding."""
+        with self._lock:
+            if self._hold is not None:
+                self._hold.released.set()
+                self._hold = None
+
+    def park(self, endpoint: str) -> None:
+        """Called by the apps once per request, after its `delay` and once its body has been read (so a parked
+        request has arrived whole): blocks while `hold` parks this endpoint."""
+        with self._lock:
+            hold = self._hold
+            if hold is None or not endpoint.startswith(hold.only):
+                return
+            if hold.let_through > 0:
+                hold.let_through -= 1
+                return
+            hold.parked += 1
+            self._lock.notify_all()
+        hold.released.wait()
+        with self._lock:
+            hold.parked -= 1
+
+    def wait_parked(self, at_least: int = 1, timeout: float | None = None) -> bool:
+        """Block until `at_least` requests are parked by the current `hold`; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: self._hold is not None and self._hold.parked >= at_least, timeout
+            )
+
     def clear(self) -> None:
+        self.release()
         with self._lock:
             self.latency.clear()
             self.armed.clear()
@@ -129,6 +194,9 @@ class Faults:
 
     def _draw(self, endpoint: str, kinds: dict[str, str]) -> str | None:
         for fault in self.armed:
+            if fault.kind in kinds and fault.applies(endpoint) and fault.after > 0:
+                fault.after -= 1  # not armed yet: this one goes through
+                continue
             if fault.kind in kinds and fault.applies(endpoint) and self._rng.random() < (fault.rate or 1.0):
                 if fault.times is not None:
                     fault.times -= 1
@@ -152,9 +220,17 @@ class Faults:
                 except ValueError:
                     problems.append(f"{part!r}: seed must be a whole number")
                 continue
-            head, _, only = part.partition("@")
+            body, plus, after_text = part.partition("+")
+            head, _, only = body.partition("@")
             kind, _, value = head.partition(":")
             try:
+                after = 0
+                if plus:
+                    if kind in ("slow", "quota") or not after_text.isdigit():
+                        raise FaultSpecError(
+                            "+N (let N requests through first) needs a fault kind and a count"
+                        )
+                    after = int(after_text)
                 if kind == "slow":
                     faults.slow_down(float(value or 0.2), only=only)
                 elif kind == "quota":
@@ -163,11 +239,11 @@ class Faults:
                     faults.set_quota("salesforce", int(value))
                     faults.set_quota("hubspot", int(value))
                 elif value.startswith("x"):
-                    faults.inject(kind, times=int(value[1:]), only=only)
+                    faults.inject(kind, times=int(value[1:]), only=only, after=after)
                 elif value:
-                    faults.inject(kind, rate=float(value), only=only)
+                    faults.inject(kind, rate=float(value), only=only, after=after)
                 else:
-                    faults.inject(kind, times=1, only=only)
+                    faults.inject(kind, times=1, only=only, after=after)
             except (FaultSpecError, ValueError) as exc:
                 problems.append(f"{part!r}: {exc}")
         if problems:
@@ -175,6 +251,6 @@ class Faults:
             raise FaultSpecError(
                 "bad --faults spec: "
                 + "; ".join(problems)
-                + f". Form: KIND[:RATE|:xTIMES][@ENDPOINT], kinds: {allowed}"
+                + f". Form: KIND[:RATE|:xTIMES][@ENDPOINT][+AFTER], kinds: {allowed}"
             )
         return faults

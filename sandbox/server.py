@@ -65,19 +65,30 @@ class Database:
 
 
 class CallCounter:
-    """Counts API calls per endpoint label (e.g. "sf.query", "sf.composite.sobjects", "hs.companies.batch.update")."""
+    """Counts API calls per endpoint label (e.g. "sf.query", "sf.composite.sobjects", "hs.companies.batch.update"),
+    and how many requests are in flight: arrived at a vendor app and not yet applied and answered.
+
+    Tests wait on it instead of on the clock: `wait_for("sf.composite", 4)` until the fourth call has
+    arrived, `wait_idle()` until every request that arrived has been applied (a write that arrived just
+    before its client died still lands, as on a real server).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._counts: Counter = Counter()
+        self._in_flight = 0
 
     def hit(self, label: str) -> None:
         with self._lock:
             self._counts[label] += 1
+            self._lock.notify_all()
 
     def count(self, prefix: str = "") -> int:
         with self._lock:
-            return sum(v for k, v in self._counts.items() if k.startswith(prefix))
+            return self._count(prefix)
+
+    def _count(self, prefix: str) -> int:
+        return sum(v for k, v in self._counts.items() if k.startswith(prefix))
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -86,6 +97,33 @@ class CallCounter:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+
+    # -- requests in flight ---------------------------------------------------------------------------------
+    def arrived(self) -> None:
+        """A request reached a vendor app (called before it is matched, counted, delayed or applied)."""
+        with self._lock:
+            self._in_flight += 1
+
+    def answered(self) -> None:
+        """The app is done with the request: applied (or refused) and its answer built, not yet sent."""
+        with self._lock:
+            self._in_flight -= 1
+            self._lock.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def wait_for(self, prefix: str, at_least: int, timeout: float | None = None) -> bool:
+        """Block until `at_least` calls whose label starts with `prefix` have arrived; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._count(prefix) >= at_least, timeout)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no request is in flight; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._in_flight == 0, timeout)
 
 
 @dataclass
@@ -200,12 +238,18 @@ class Sandbox:
     def _serve(self, app, port: int, *, ssl: bool):
         ssl_context = (str(self.cert_file), str(self.key_file)) if ssl else None
         server = make_server(self.options.host, port, app, threaded=True, ssl_context=ssl_context)
-        thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{port}", daemon=True)
+        # A short poll interval: `stop()` waits for the serving loop to notice, at most this long per server.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"sandbox-{port}", daemon=True
+        )
         thread.start()
         self._served.append(_Served(server, thread))
         return server
 
     def stop(self) -> None:
+        if self.sf is not None:
+            self.sf.close()  # Bulk API jobs still running stop before their next chunk, not after the db closes
+        self.faults.release()  # a request parked by `faults.hold` must not outlive the sandbox
         for served in self._served:
             served.server.shutdown()
             served.server.server_close()

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from connectors.base import Connector
 from sync.crm import progress_bar
-from sync.plan import OWNED_FIELDS
+from sync.plan import OWNED_FIELDS, edited_since
 from sync.state import State
 
 
@@ -22,41 +23,150 @@ class ApplyResult:
     written: int = 0
     failed: int = 0
     failures: list[dict] = field(default_factory=list)  # record_id, code, message
+    # overwrites skipped because a person changed the record's owned fields after the pull (record_id, fields)
+    edited_during_run: list[dict] = field(default_factory=list)
+    rereads: int = 0  # records re-read right before an overwrite
+    reread_calls: int = 0  # the API calls those re-reads took
 
 
 def apply_changes(
-    connector,
+    connector: Connector,
     state: State,
     key: str,
     changes: pd.DataFrame,
     run_id: int,
     *,
+    live: pd.DataFrame | None = None,
     progress: bool = False,
     result: ApplyResult | None = None,
 ) -> ApplyResult:
-    """Write `changes` (index = record id, the owned fields) and book every record's outcome. Pass `result`
-    to keep the counts of what went through when a batch raises (quota, retries exhausted)."""
+    """Write `changes` (index = record id, the owned fields, and `kind` fill/update from the plan) batch by
+    batch and book every record's outcome. Pass `result` to keep the counts of what went through when a batch
+    raises (quota, retries exhausted).
+
+    With `live` (the values the plan was made from), each batch's overwrites are re-read right before it is
+    sent, and a record whose owned fields moved since the pull is left alone and reported: a rep edited it
+    while this run was working. First fills are not re-read (there is no value to lose)."""
     result = result if result is not None else ApplyResult()
     if changes.empty:
         return result
     values = changes[list(OWNED_FIELDS)]
-    state.mark_pending(key, values, run_id)
+    updates = (
+        changes["kind"].eq("update") if "kind" in changes.columns else pd.Series(True, index=changes.index)
+    )
+    size = connector.batch_size(len(values))
+    jobs = _Jobs(state, key, run_id)
     with progress_bar(progress, len(values), "writing") as bar:
-        for batch in connector.write(values):
-            ok = [r.record_id for r in batch if r.success]
-            bad = [r for r in batch if not r.success]
-            if ok:
-                state.record_written(key, values.loc[ok], run_id)
-            if bad:
-                frame = pd.DataFrame(
-                    {"code": [r.code for r in bad], "message": [r.message for r in bad]},
-                    index=[r.record_id for r in bad],
-                )
-                state.record_failures(key, frame, run_id)
-                result.failures += [
-                    {"record_id": r.record_id, "code": r.code, "message": r.message} for r in bad
-                ]
-            result.written += len(ok)
+        for start in range(0, len(values), size):
+            chunk = values.iloc[start : start + size]
+            if live is not None:
+                kept = _without_edits_since_the_pull(connector, chunk, updates, live, result)
+                bar.update(len(chunk) - len(kept))
+                chunk = kept
+            if chunk.empty:
+                continue
+            state.mark_pending(key, chunk, run_id)
+            for batch in connector.write(chunk, on_job=jobs.started):
+                _book(state, key, chunk, batch, run_id, result)
+                jobs.booked()
+                bar.update(len(batch))
+    return result
+
+
+def _without_edits_since_the_pull(
+    connector: Connector, chunk: pd.DataFrame, updates: pd.Series, live: pd.DataFrame, result: ApplyResult
+) -> pd.DataFrame:
+    ids = chunk.index[updates.reindex(chunk.index, fill_value=False).to_numpy(dtype=bool)]
+    if not len(ids):
+        return chunk
+    calls = connector.api_calls
+    now = connector.read_owned([str(i) for i in ids])
+    result.rereads += len(ids)
+    result.reread_calls += connector.api_calls - calls
+    moved = edited_since(live.reindex(now.index), now)
+    moved = moved[moved != ""]
+    if moved.empty:
+        return chunk
+    result.edited_during_run += [{"record_id": rid, "fields": fields} for rid, fields in moved.items()]
+    return chunk.drop(index=moved.index)
+
+
+def _book(state: State, key: str, chunk: pd.DataFrame, batch, run_id: int, result: ApplyResult) -> None:
+    ok = [r.record_id for r in batch if r.success]
+    bad = [r for r in batch if not r.success]
+    if ok:
+        state.record_written(key, chunk.loc[ok], run_id)
+    if bad:
+        frame = pd.DataFrame(
+            {"code": [r.code for r in bad], "message": [r.message for r in bad]},
+            index=[r.record_id for r in bad],
+        )
+        state.record_failures(key, frame, run_id)
+        result.failures += [{"record_id": r.record_id, "code": r.code, "message": r.message} for r in bad]
+    result.written += len(ok)
+    result.failed += len(bad)
+
+
+class _Jobs:
+    """The server-side write jobs (Bulk API 2.0) of one apply: each id is kept in state (committed) as the
+    connector creates the job, before any record is uploaded, and forgotten once its results are booked (the
+    connector yields a job's results as one batch). A run that dies in between leaves the id to the next
+    run's `settle_open_jobs`."""
+
+    def __init__(self, state: State, key: str, run_id: int) -> None:
+        self.state, self.key, self.run_id = state, key, run_id
+        self.open: list[str] = []
+
+    def started(self, job_id: str) -> None:
+        self.state.record_bulk_job(self.key, job_id, self.run_id)
+        self.open.append(job_id)
+
+    def booked(self) -> None:
+        for job_id in self.open:
+            self.state.forget_bulk_job(self.key, job_id)
+        self.open.clear()
+
+
+@dataclass
+class SettleResult:
+    """What `settle_open_jobs` found in the jobs dead runs left."""
+
+    jobs: int = 0
+    written: int = 0  # records the job wrote: booked as ours
+    failed: int = 0  # records it rejected: kept as failures, retried by the pull that follows
+    unprocessed: int = 0  # records it never reached: their pending values dropped, planned again
+
+
+def settle_open_jobs(connector: Connector, state: State, key: str, run_id: int) -> SettleResult:
+    """Before a run pulls and plans: finish every write job a dead run left running on the CRM (the
+    connector aborts it if it is still going, waits until it is final and reads its results), then book
+    its records as the run that started it would have. Successes become written with the values that run
+    marked pending; rejections become failures; records the job never reached lose their pending values,
+    so the plan that follows decides afresh (a rep's edit made meanwhile is then seen as the rep's)."""
+    from connectors.base import UNPROCESSED
+
+    result = SettleResult()
+    for job_id in state.open_bulk_jobs(key):
+        outcomes = connector.settle_job(job_id)
+        ok = [r.record_id for r in outcomes if r.success]
+        bad = [r for r in outcomes if not r.success and r.code != UNPROCESSED]
+        skipped = [r.record_id for r in outcomes if not r.success and r.code == UNPROCESSED]
+        if ok:
+            values = state.pending(key, ok)  # a record without pending values was booked already
+            if len(values):
+                state.record_written(key, values, run_id)
+            result.written += len(values)
+        if bad:
+            frame = pd.DataFrame(
+                {"code": [r.code for r in bad], "message": [r.message for r in bad]},
+                index=[r.record_id for r in bad],
+            )
+            state.record_failures(key, frame, run_id)
+            state.drop_pending(key, frame.index)
             result.failed += len(bad)
-            bar.update(len(batch))
+        if skipped:
+            state.drop_pending(key, skipped)
+            result.unprocessed += len(skipped)
+        state.forget_bulk_job(key, job_id)
+        result.jobs += 1
     return result

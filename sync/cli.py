@@ -1,10 +1,11 @@
 """The `icp` command line: thin click commands over sync.pipeline, sync.setup, sync.demo and sync.job, one
 library call each. A command parses its options, makes the call and prints the result: as text, or with
---json as one JSON document (the result's `as_dict()`).
+--json as one JSON object on stdout (the result's `as_dict()` plus `exit_code` and `exit_meaning`, and
+`error` when it failed or stopped), printed whatever the outcome and nothing else on stdout.
 
 Exit codes (docs/architecture.md, "Exit codes"): 0 ok, 1 error, 2 usage or configuration, 3 finished with
 record-level failures, 4 stopped by quota or safety cap. Expected failures print one clear message, never a
-traceback.
+traceback; `common_options` is the one place that maps them.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ from sandbox.cli import serve as sandbox_serve
 from scoring.errors import ScoringError
 from sync import pipeline
 from sync.config import CRM_KINDS, ConfigError, SandboxConfig, load_config
-from sync.job import JobStopped, PreflightError
-from sync.state import StateLocked
+from sync.job import JobStopped, PreflightError, StateWithoutHistory
+from sync.state import StateLocked, StateUnusable
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_RECORD_FAILURES, EXIT_STOPPED = 0, 1, 2, 3, 4
+#: What each exit code means, as `--json` reports it next to `exit_code` (docs/architecture.md, "Exit codes").
+EXIT_MEANINGS = {
+    EXIT_OK: "ok",
+    EXIT_ERROR: "error (CRM, auth, preflight, lock)",
+    EXIT_CONFIG: "usage or configuration error",
+    EXIT_RECORD_FAILURES: "finished with record-level failures (retried on the next run)",
+    EXIT_STOPPED: "stopped by quota or safety cap",
+}
 
 
 class ConfigProblem(click.ClickException):
@@ -48,6 +57,8 @@ class Ctx:
         self.crm = crm
         self.as_json = as_json
         self.quiet = quiet
+        self._payload: dict = {}
+        self._printed = False
 
     def config(self):
         config = load_config(self.config_path)
@@ -66,8 +77,20 @@ class Ctx:
             click.secho(f"warning: {text}", fg="yellow", err=True)
 
     def emit(self, payload: dict) -> None:
-        if self.as_json:
-            click.echo(json.dumps(_jsonable(payload), ensure_ascii=False))
+        """The command's result for --json; printed once, when the command ends (`finish`)."""
+        self._payload = payload
+
+    def finish(self, exit_code: int, error: str | None = None) -> None:
+        """With --json, print the one JSON object of this command on stdout: `exit_code`, `exit_meaning`,
+        `error` when it failed or stopped, then the result the command emitted (if it got that far)."""
+        if not self.as_json or self._printed:
+            return
+        self._printed = True
+        out: dict[str, Any] = {"exit_code": exit_code, "exit_meaning": EXIT_MEANINGS.get(exit_code, "error")}
+        if error is not None:
+            out["error"] = error
+        out.update({k: v for k, v in self._payload.items() if k not in out})
+        click.echo(json.dumps(_jsonable(out), ensure_ascii=False))
 
 
 def common_options(func):
@@ -92,16 +115,38 @@ def common_options(func):
     @functools.wraps(func)
     def wrapper(*args, config, crm, as_json, quiet, **kwargs):
         ctx = Ctx(config, crm, as_json, quiet)
+        # The one place errors become exit codes and messages; with --json, also the one JSON object on
+        # stdout, whatever the outcome (the message goes to stderr as well, as without --json).
         try:
-            return func(ctx, *args, **kwargs)
-        except ConfigError as exc:
-            raise ConfigProblem(str(exc)) from None
-        except (QuotaExhausted, JobStopped) as exc:
-            raise Stopped(str(exc)) from None
-        except (BookError, ScoringError, CrmError, PreflightError, StateLocked) as exc:
-            raise click.ClickException(str(exc)) from None
+            result = _mapped_errors(func, ctx, *args, **kwargs)
+        except click.exceptions.Exit as exc:
+            ctx.finish(exc.exit_code)
+            raise
+        except click.ClickException as exc:
+            ctx.finish(exc.exit_code, exc.format_message())
+            raise
+        except click.Abort:
+            ctx.finish(EXIT_ERROR, "aborted")
+            raise
+        except Exception as exc:  # a bug: still one JSON object, then the traceback on stderr
+            ctx.finish(EXIT_ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
+            raise
+        ctx.finish(EXIT_OK)
+        return result
 
     return wrapper
+
+
+def _mapped_errors(func, ctx: Ctx, *args, **kwargs):
+    """Expected failures as click exceptions carrying their exit code and one message (no traceback)."""
+    try:
+        return func(ctx, *args, **kwargs)
+    except (ConfigError, StateWithoutHistory, StateUnusable) as exc:
+        raise ConfigProblem(str(exc)) from None
+    except (QuotaExhausted, JobStopped) as exc:
+        raise Stopped(str(exc)) from None
+    except (BookError, ScoringError, CrmError, PreflightError, StateLocked) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -327,14 +372,38 @@ def _run_job(ctx: Ctx, options) -> None:
         raise click.exceptions.Exit(EXIT_RECORD_FAILURES)
 
 
+def live_values_options(func):
+    """--adopt-live / --keep-live: whose are the values a CRM holds when the state has no history of them."""
+
+    @click.option(
+        "--adopt-live",
+        is_flag=True,
+        help="The state has no history (new, lost or damaged) but the CRM holds ICP values: take them as "
+        "written by icp-sync, so reps' later edits are detected.",
+    )
+    @click.option(
+        "--keep-live",
+        is_flag=True,
+        help="The same case: treat those values as reps' edits (kept and reported; only empty fields filled).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args, adopt_live: bool, keep_live: bool, **kwargs):
+        if adopt_live and keep_live:
+            raise click.UsageError("--adopt-live and --keep-live exclude each other; pick one")
+        return func(*args, live_choice={"adopt_live": adopt_live, "keep_live": keep_live}, **kwargs)
+
+    return wrapper
+
+
 @main.command("run")
 @click.option(
     "--dry-run", is_flag=True, help="Pull, score and plan; write the plan to files, nothing to the CRM."
 )
 @click.option("--full", is_flag=True, help="Rescore every account, ignoring the incremental watermark.")
 @click.option("--force", is_flag=True, help="Write even when the plan exceeds sync.max_change_ratio.")
+@live_values_options
 @common_options
-def run_cmd(ctx: Ctx, dry_run: bool, full: bool, force: bool) -> None:
+def run_cmd(ctx: Ctx, dry_run: bool, full: bool, force: bool, live_choice: dict) -> None:
     """The nightly job: pull changed accounts, score them, write what changed into the CRM fields.
 
     Exit codes: 0 ok, 1 error, 2 configuration, 3 some records failed (retried next run), 4 stopped
@@ -342,7 +411,7 @@ def run_cmd(ctx: Ctx, dry_run: bool, full: bool, force: bool) -> None:
     """
     from sync.job import RunOptions
 
-    _run_job(ctx, RunOptions(dry_run=dry_run, full=full, force=force))
+    _run_job(ctx, RunOptions(dry_run=dry_run, full=full, force=force, **live_choice))
 
 
 @main.command()
@@ -352,8 +421,11 @@ def run_cmd(ctx: Ctx, dry_run: bool, full: bool, force: bool) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--force", is_flag=True, help="Write even when the plan exceeds sync.max_change_ratio.")
+@live_values_options
 @common_options
-def rescore(ctx: Ctx, ids: tuple[str, ...], where: str | None, dry_run: bool, force: bool) -> None:
+def rescore(
+    ctx: Ctx, ids: tuple[str, ...], where: str | None, dry_run: bool, force: bool, live_choice: dict
+) -> None:
     """Rescore chosen accounts now: by Salesforce id (15 or 18 characters) or a --where condition."""
     from connectors.salesforce import check_ids
     from sync.job import RunOptions
@@ -365,7 +437,7 @@ def rescore(ctx: Ctx, ids: tuple[str, ...], where: str | None, dry_run: bool, fo
             check_ids(list(ids))
         except CrmError as exc:
             raise click.BadParameter(str(exc), param_hint="IDS") from None
-    _run_job(ctx, RunOptions(dry_run=dry_run, force=force, ids=list(ids) or None, where=where))
+    _run_job(ctx, RunOptions(dry_run=dry_run, force=force, ids=list(ids) or None, where=where, **live_choice))
 
 
 @main.command()
@@ -469,6 +541,21 @@ def _print_report(ctx: Ctx, report) -> None:
     )
     if report.message:
         ctx.say(f"  {report.message}")
+    if report.edited_during_run:
+        ctx.say(
+            f"  {report.edited_during_run:,} records edited by someone during the run were left as they are"
+        )
+    if report.adopted_live:
+        ctx.say(f"  {report.adopted_live:,} records' CRM values adopted as icp-sync's (--adopt-live)")
+    if report.settled_bulk_jobs:
+        ctx.say(
+            f"  settled {report.settled_bulk_jobs} Bulk job(s) a stopped run left: {report.settled_written:,} "
+            f"written, {report.settled_unprocessed:,} not reached (planned again)"
+        )
+    if "manual_edits_csv" in report.files and report.skipped_manual_edits:
+        ctx.say(f"  manual edits kept: {report.files['manual_edits_csv']}")
+    for line in report.data_issues:
+        ctx.warn(line)
     if "plan_csv" in report.files:
         ctx.say(f"  plan: {report.files['plan_csv']}")
     if report.failed:

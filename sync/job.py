@@ -18,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from connectors.base import Connector
+from connectors.csvfile import write_frame
 from connectors.retry import AuthFailed, CrmError, QuotaExhausted, RetryPolicy
 from connectors.schema import ParseReport
 from scoring.aggregates import AGGREGATE_COLUMNS, with_aggregates
 from scoring.profile import Profile, load_profile
 from sync import pipeline
-from sync.apply import ApplyResult, apply_changes
+from sync.apply import ApplyResult, apply_changes, settle_open_jobs
 from sync.config import Config
 from sync.crm import crm_key, open_crm, pull_accounts, pull_deals
 from sync.plan import OWNED_FIELDS, Plan, plan
@@ -42,6 +43,11 @@ class PreflightError(Exception):
     """Something must be fixed before any write: missing fields, no credentials, no profile."""
 
 
+class StateWithoutHistory(Exception):
+    """The state holds no record of our writes while the CRM already holds owned values (a lost or new state
+    on an org written before): the run stops before writing (exit 2) until the user says whose they are."""
+
+
 @dataclass
 class RunOptions:
     dry_run: bool = False
@@ -49,6 +55,10 @@ class RunOptions:
     force: bool = False
     ids: list[str] | None = None
     where: str | None = None
+    # When the state has no history but the CRM holds owned values: take them as ours (adopt_live), or as
+    # people's edits (keep_live: kept and reported, only empty fields filled).
+    adopt_live: bool = False
+    keep_live: bool = False
     progress: bool = False  # progress bars on stderr (the CLI turns them on for a terminal)
 
 
@@ -66,7 +76,17 @@ class RunReport:
     failed: int = 0
     skipped_manual_edits: int = 0
     overwritten_manual_edits: int = 0
+    edited_during_run: int = 0  # overwrites skipped: a person changed the record after the pull
+    rereads: int = 0  # records re-read right before being overwritten
+    reread_calls: int = 0  # API calls those re-reads took (part of api_calls)
     adopted_after_interrupt: int = 0
+    # Bulk API jobs a dead run left, settled before the pull: how many, and their records written / rejected /
+    # never reached (the last planned again by this run)
+    settled_bulk_jobs: int = 0
+    settled_written: int = 0
+    settled_failed: int = 0
+    settled_unprocessed: int = 0
+    adopted_live: int = 0  # records whose CRM values --adopt-live took as ours
     api_calls: int = 0
     write_calls: int = 0
     retries: int = 0
@@ -171,6 +191,8 @@ def run(
         report.run_id = run_id
         applied = ApplyResult()
         try:
+            if not options.dry_run:
+                _settle(connector, state, key, run_id, report, say)
             since = (
                 None
                 if (full or targeted)
@@ -190,7 +212,9 @@ def run(
             report.pulled = len(accounts)
             say(f"pulled {len(accounts):,} accounts ({report.mode})")
 
-            result = _score_and_plan(config, connector, state, key, profile, accounts, run_id, report, found)
+            result = _score_and_plan(
+                config, connector, state, key, profile, accounts, run_id, report, found, options
+            )
             if result is None:
                 return _finish(state, report, "ok", t0, connector, config)
             the_plan, desired = result
@@ -217,9 +241,18 @@ def run(
                 raise JobStopped(report.message, report)
 
             apply_changes(
-                connector, state, key, the_plan.changes, run_id, progress=options.progress, result=applied
+                connector,
+                state,
+                key,
+                the_plan.changes,
+                run_id,
+                live=live_values(accounts),
+                progress=options.progress,
+                result=applied,
             )
             _count(report, applied)
+            if applied.edited_during_run:
+                _add_edits_during_run(the_plan, applied, report)
             if report.failed:
                 report.files["errors_csv"] = str(_run_dir(config, run_id) / "errors.csv")
             if not targeted:
@@ -229,6 +262,10 @@ def run(
                 state.set_watermark(key, new_mark, run_id)
             status = "ok" if not report.failed else "ok with record failures"
             return _finish(state, report, status, t0, connector, config)
+        except StateWithoutHistory as exc:
+            report.message = str(exc)
+            _finish(state, report, "stopped: state has no history", t0, connector, config)
+            raise
         except QuotaExhausted as exc:
             _count(report, applied)
             report.message = str(exc)
@@ -249,18 +286,35 @@ def _connector(config: Config, override, policy: RetryPolicy | None):
     return open_crm(config, policy=policy)
 
 
+def _settle(connector: Connector, state: State, key: str, run_id: int, report: RunReport, say) -> None:
+    """Before pulling: finish the write jobs a dead run left on the CRM (aborted if still running) and book
+    their results, so this run's pull and plan see what they really wrote and resend only what they did not."""
+    settled = settle_open_jobs(connector, state, key, run_id)
+    report.settled_bulk_jobs, report.settled_written = settled.jobs, settled.written
+    report.settled_failed, report.settled_unprocessed = settled.failed, settled.unprocessed
+    if settled.jobs:
+        say(
+            f"settled {settled.jobs} Bulk API job(s) left by an earlier run: {settled.written:,} written, "
+            f"{settled.failed:,} rejected, {settled.unprocessed:,} not reached"
+        )
+
+
 def _with_failed_records(
     connector: Connector, state: State, key: str, accounts: pd.DataFrame, found: ParseReport
 ) -> pd.DataFrame:
-    """Records that failed last time are pulled again even if unchanged, so they are retried."""
-    failed = [i for i in state.failures(key).index if i not in set(accounts["id"])]
+    """Records that failed last time are pulled again even if unchanged, so they are retried. Linear in the
+    number of failures; the connector splits the ids into queries that fit the CRM's URL limit."""
+    failures = state.failures(key).index
+    failed = failures[~failures.isin(accounts["id"])].tolist() if len(accounts) else list(failures)
     if not failed:
         return accounts
     extra = pull_accounts(connector, ids=failed, report=found)
     return pd.concat([accounts, extra], ignore_index=True) if len(accounts) else extra
 
 
-def _score_and_plan(config, connector, state, key, profile, accounts, run_id, report, found: ParseReport):
+def _score_and_plan(
+    config, connector, state, key, profile, accounts, run_id, report, found: ParseReport, options: RunOptions
+):
     if accounts.empty:
         report.message = "no account changed since the last run"
         return None
@@ -273,11 +327,18 @@ def _score_and_plan(config, connector, state, key, profile, accounts, run_id, re
     scored = pipeline.score_book(config, book, profile)
     report.scored = len(scored)
     desired = scored.rename(columns={f"icp_{f}": f for f in OWNED_FIELDS})[list(OWNED_FIELDS)]
-    live = accounts.set_index(accounts["id"].astype("string"))[[f"live_{f}" for f in OWNED_FIELDS]]
-    live.columns = list(OWNED_FIELDS)
-    report.adopted_after_interrupt = state.adopt_pending(key, live, run_id)
+    live = live_values(accounts)
     last = state.last_written(key, list(desired.index))
-    the_plan = plan(desired, live, last, respect_manual_edits=config.sync.respect_manual_edits)
+    pending = state.pending(key, list(desired.index))
+    if last.empty and pending.empty and not state.has_history(key):
+        last = _without_history(state, key, live, last, run_id, options, report)
+    # Pending values tell our own interrupted writes from people's edits: the plan reads them before the
+    # pending rows the CRM confirms are booked as written and the rest dropped.
+    the_plan = plan(
+        desired, live, last, pending=pending, respect_manual_edits=config.sync.respect_manual_edits
+    )
+    if not options.dry_run:
+        report.adopted_after_interrupt = state.adopt_pending(key, live, run_id)
     report.changed = len(the_plan.changes)
     kept = the_plan.manual_edits["action"] == "kept" if len(the_plan.manual_edits) else pd.Series(dtype=bool)
     report.skipped_manual_edits = int(kept.sum())
@@ -285,8 +346,39 @@ def _score_and_plan(config, connector, state, key, profile, accounts, run_id, re
     return the_plan, desired
 
 
+def live_values(accounts: pd.DataFrame) -> pd.DataFrame:
+    """The owned fields' values as pulled (index = record id, logical names)."""
+    live = accounts.set_index(accounts["id"].astype("string"))[[f"live_{f}" for f in OWNED_FIELDS]]
+    live.columns = list(OWNED_FIELDS)
+    return live
+
+
+def _without_history(state, key, live, last, run_id, options, report) -> pd.DataFrame:
+    """A state with no record of our writes, on a CRM that holds owned values: stop, unless told whose they
+    are. Returns what counts as last written for the plan."""
+    held = live[live.notna().any(axis=1)]
+    if held.empty or options.keep_live:
+        return last
+    if not options.adopt_live:
+        example = ", ".join(map(str, held.index[:3]))
+        raise StateWithoutHistory(
+            f"the state in {state.directory} has no record of what icp-sync wrote, but {len(held):,} accounts "
+            f"already hold values in the ICP fields (e.g. {example}). This happens when the state file was "
+            "lost, damaged or moved, or when the fields were filled by someone else. Nothing was written. "
+            "Rerun with --adopt-live to take the CRM's current values as written by icp-sync (reps' later "
+            "edits are then detected), or with --keep-live to treat them as reps' edits (kept and reported; "
+            "only empty fields are filled)."
+        )
+    report.adopted_live = len(held)
+    if not options.dry_run:
+        state.record_written(key, held, run_id)
+    return held
+
+
 def _count(report: RunReport, applied: ApplyResult) -> None:
     report.written, report.failed, report.failures = applied.written, applied.failed, applied.failures
+    report.edited_during_run = len(applied.edited_during_run)
+    report.rereads, report.reread_calls = applied.rereads, applied.reread_calls
 
 
 def _run_dir(config: Config, run_id: int) -> Path:
@@ -297,16 +389,26 @@ def _run_dir(config: Config, run_id: int) -> Path:
 
 def _write_plan_files(config: Config, run_id: int, the_plan: Plan) -> dict[str, str]:
     directory = _run_dir(config, run_id)
-    plan_csv = directory / "plan.csv"
-    the_plan.changes.rename_axis("record_id").to_csv(plan_csv)
-    manual_csv = directory / "manual-edits.csv"
-    the_plan.manual_edits.rename_axis("record_id").to_csv(manual_csv)
+    # Every CSV we write goes through the formula guard: a reasons cell "=HYPERLINK(...)" stays text.
+    plan_csv = write_frame(the_plan.changes.rename_axis("record_id").reset_index(), directory / "plan.csv")
+    manual_csv = write_frame(
+        the_plan.manual_edits.rename_axis("record_id").reset_index(), directory / "manual-edits.csv"
+    )
     (directory / "plan.json").write_text(json.dumps(the_plan.summary(), indent=2))
     return {
         "plan_csv": str(plan_csv),
         "plan_json": str(directory / "plan.json"),
         "manual_edits_csv": str(manual_csv),
     }
+
+
+def _add_edits_during_run(the_plan: Plan, applied: ApplyResult, report: RunReport) -> None:
+    """Overwrites the pre-write re-read skipped join the plan's manual edits in manual-edits.csv."""
+    during = pd.DataFrame(applied.edited_during_run).set_index("record_id")
+    during["action"] = "kept (edited during the run)"
+    both = pd.concat([the_plan.manual_edits, during])
+    write_frame(both.rename_axis("record_id").reset_index(), report.files["manual_edits_csv"])
+    report.skipped_manual_edits += len(during)
 
 
 def _finish(state: State, report: RunReport, status: str, t0: float, connector, config: Config) -> RunReport:
@@ -319,7 +421,7 @@ def _finish(state: State, report: RunReport, status: str, t0: float, connector, 
     if report.run_id is not None:
         directory = _run_dir(config, report.run_id)
         if report.failures:
-            pd.DataFrame(report.failures).to_csv(directory / "errors.csv", index=False)
+            write_frame(pd.DataFrame(report.failures), directory / "errors.csv")
         (directory / "summary.json").write_text(json.dumps(report.as_dict(), indent=2, default=str))
         report.files["summary_json"] = str(directory / "summary.json")
         state.finish_run(report.run_id, status, report.as_dict())

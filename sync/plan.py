@@ -8,9 +8,10 @@ Rules:
 - a record changes when any *compared* field differs after normalisation (a score of 75 equals "75.0",
   whitespace and empty-vs-missing do not count). `scored_at` is written with every change but never causes
   one by itself, else every record would change every night;
-- a rep's manual edit is a live value that differs from what we last wrote (or were about to write, for a
-  run killed after the CRM accepted a batch but before state recorded it). With `respect_manual_edits`
-  (the default) such a record is left alone and reported; otherwise it is overwritten and reported;
+- a rep's manual edit is a live value that is neither what we last wrote nor what we were writing when a run
+  stopped (pending: a run killed after the CRM accepted a batch but before state recorded it); a non-empty
+  value on a record we hold no history for is a person's too. With `respect_manual_edits` (the default) such
+  a record is left alone and reported; otherwise it is overwritten and reported;
 - the safety cap counts overwrites of records that already hold a value, not first fills of empty fields.
 """
 
@@ -25,7 +26,7 @@ import pandas as pd
 # The owned fields and which of them make a change come from the one owned-field table.
 from connectors.owned import COMPARED_FIELDS, OWNED_FIELDS
 
-__all__ = ["COMPARED_FIELDS", "OWNED_FIELDS", "Plan", "normalise", "plan"]
+__all__ = ["COMPARED_FIELDS", "OWNED_FIELDS", "Plan", "edited_since", "normalise", "plan"]
 
 
 @dataclass
@@ -109,7 +110,8 @@ def plan(
     """Diff `desired` (index = record id, OWNED_FIELDS columns) against `live` (same shape, what the CRM holds).
 
     `last_written` and `pending` (same shape, from state; any subset of ids) say what this tool wrote, or was
-    writing when a run stopped; they are only used to tell a person's edit from ours.
+    writing when a run stopped; they are only used to tell a person's edit from ours. Pass neither for a
+    plain diff that judges no edit.
     """
     if not desired.index.is_unique:
         dupes = desired.index[desired.index.duplicated()].unique()[:5]
@@ -121,21 +123,7 @@ def plan(
     changed = diff.any(axis=1)
     empty = have[list(COMPARED_FIELDS)].isna().all(axis=1)
 
-    edited = pd.Series(False, index=desired.index)
-    edited_fields = pd.Series("", index=desired.index, dtype="object")
-    if last_written is not None and len(last_written):
-        ours = normalise(last_written.reindex(desired.index))
-        known = ours[list(COMPARED_FIELDS)].notna().any(axis=1)
-        vs_ours = _differs(have, ours, COMPARED_FIELDS)
-        matches_pending = pd.Series(False, index=desired.index)
-        if pending is not None and len(pending):
-            pend = normalise(pending.reindex(desired.index))
-            has_pending = pend[list(COMPARED_FIELDS)].notna().any(axis=1)
-            # a live value equal to what we were writing when a run stopped is ours, not a person's
-            matches_pending = has_pending & ~_differs(have, pend, COMPARED_FIELDS).any(axis=1)
-        edited = known & vs_ours.any(axis=1) & ~matches_pending & ~empty
-        edited_fields = _field_lists(vs_ours.where(edited, False))
-
+    edited, edited_fields = _edits(have, empty, last_written, pending)
     manual = edited & changed
     manual_edits = pd.DataFrame(
         {"fields": edited_fields[manual], "action": "kept" if respect_manual_edits else "overwritten"},
@@ -152,6 +140,37 @@ def plan(
         total=len(desired),
         respect_manual_edits=respect_manual_edits,
     )
+
+
+def edited_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.Series:
+    """For each record of `now` (re-read right before a write): the compared fields that moved since
+    `before` (the values the plan was made from), comma-separated; "" where none did."""
+    then = normalise(before.reindex(now.index))
+    return _field_lists(_differs(normalise(now), then, COMPARED_FIELDS))
+
+
+def _edits(
+    have: pd.DataFrame, empty: pd.Series, last_written: pd.DataFrame | None, pending: pd.DataFrame | None
+) -> tuple[pd.Series, pd.Series]:
+    """Which live values are a person's, and which fields: a value that is neither what we last wrote nor
+    what we were writing when a run stopped. A record we hold no history for and whose owned fields are not
+    empty was not filled by us either (the job stops before trusting a state that lost its history)."""
+    index = have.index
+    compared = list(COMPARED_FIELDS)
+    if last_written is None and pending is None:  # a plain diff: no history given, nothing to judge by
+        return pd.Series(False, index=index), pd.Series("", index=index, dtype="object")
+    matches = pd.Series(False, index=index)
+    reference = pd.DataFrame(pd.NA, index=index, columns=have.columns, dtype="string")  # NA: no history
+    for known in (pending, last_written):  # the last confirmed write wins as the reference shown
+        if known is None or not len(known):
+            continue
+        ours = normalise(known.reindex(index))
+        has = ours[compared].notna().any(axis=1)
+        matches |= has & ~_differs(have, ours, COMPARED_FIELDS).any(axis=1)
+        reference.loc[has.to_numpy()] = ours.loc[has.to_numpy(), list(have.columns)]
+    edited = ~empty & ~matches
+    edited_fields = _field_lists(_differs(have, reference, COMPARED_FIELDS).where(edited, False))
+    return edited, edited_fields
 
 
 def _field_lists(flags: pd.DataFrame) -> pd.Series:

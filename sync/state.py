@@ -71,11 +71,22 @@ CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER,
     PRIMARY KEY (crm, record_id)
 );
+CREATE TABLE IF NOT EXISTS bulk_jobs (
+    crm TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    run_id INTEGER,
+    started_at TEXT NOT NULL,
+    PRIMARY KEY (crm, job_id)
+);
 """
 
 
 class StateLocked(Exception):
     """Another run holds the lock on this state directory."""
+
+
+class StateUnusable(Exception):
+    """The state file cannot be read or written (damaged, read-only, a directory in its place ...)."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +101,19 @@ class State:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / "state.sqlite"
-        self.conn = sqlite3.connect(self.path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # a confirmed CRM write must survive a crash
-        self.conn.executescript(SCHEMA)
         self._lock_fd: int | None = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # a confirmed CRM write must survive a crash
+            self.conn.executescript(SCHEMA)
+            self.conn.execute(
+                "SELECT count(*) FROM runs"
+            ).fetchone()  # reads a page: a damaged file fails here
+        except (sqlite3.Error, OSError) as exc:
+            raise StateUnusable(_unusable(self.path, exc)) from None
 
     @classmethod
     @contextmanager
@@ -106,12 +123,17 @@ class State:
             if lock:
                 state.acquire()
             yield state
+        except sqlite3.Error as exc:  # e.g. a file that turned read-only or was damaged while in use
+            raise StateUnusable(_unusable(state.path, exc)) from None
         finally:
             state.close()
 
     # -- lock ---------------------------------------------------------------------------------------------
     def acquire(self) -> None:
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateUnusable(_unusable(self.directory / "lock", exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -173,6 +195,14 @@ class State:
         )
 
     # -- what we wrote ------------------------------------------------------------------------------------
+    def has_history(self, crm: str) -> bool:
+        """Whether this state knows anything of its writes to `crm`: a watermark, a written or pending value.
+        A new, lost or truncated state file knows none."""
+        return any(
+            self.conn.execute(f"SELECT 1 FROM {table} WHERE crm = ? LIMIT 1", (crm,)).fetchone()
+            for table in ("watermarks", "written", "pending")
+        )
+
     def last_written(self, crm: str, ids: Iterable[str] | None = None) -> pd.DataFrame:
         return self._values("written", crm, ids)
 
@@ -271,6 +301,33 @@ class State:
             params=(crm,),
         ).set_index("record_id")
 
+    # -- server-side write jobs (Bulk API 2.0) ------------------------------------------------------------
+    def record_bulk_job(self, crm: str, job_id: str, run_id: int) -> None:
+        """A write job was created and is about to get its records: kept (committed) before the upload, so
+        a run that dies while the job runs on leaves its id for the next run to settle."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO bulk_jobs (crm, job_id, run_id, started_at) VALUES (?, ?, ?, ?)",
+            (crm, job_id, run_id, _iso(pd.Timestamp.now(tz="UTC"))),
+        )
+
+    def open_bulk_jobs(self, crm: str) -> list[str]:
+        """Jobs whose results are not booked yet, oldest first (at a run's start: those a dead run left)."""
+        rows = self.conn.execute(
+            "SELECT job_id FROM bulk_jobs WHERE crm = ? ORDER BY started_at, rowid", (crm,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def forget_bulk_job(self, crm: str, job_id: str) -> None:
+        """The job's results are booked."""
+        self.conn.execute("DELETE FROM bulk_jobs WHERE crm = ? AND job_id = ?", (crm, job_id))
+
+    def drop_pending(self, crm: str, ids: Iterable[str]) -> None:
+        """These records are not being written after all (a job never reached them, or rejected them)."""
+        with self._tx():
+            self.conn.executemany(
+                "DELETE FROM pending WHERE crm = ? AND record_id = ?", [(crm, str(i)) for i in ids]
+            )
+
     @contextmanager
     def _tx(self):
         self.conn.execute("BEGIN IMMEDIATE")
@@ -280,6 +337,22 @@ class State:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+
+def _unusable(path: Path, exc: BaseException) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason or "malformed" in reason:
+        advice = (
+            "it is damaged. Move it aside (keep it for support) and rerun: the run then stops and asks "
+            "whether the values in the CRM are icp-sync's (--adopt-live) or reps' edits (--keep-live)"
+        )
+    elif "readonly" in reason.replace("-", "").replace(" ", "") or "permission" in reason.lower():
+        advice = (
+            "it is read-only for this user: give the user running icp write access to the file and its folder"
+        )
+    else:
+        advice = "check the path, the disk and the permissions ([icp] state_dir or ICP_STATE_DIR)"
+    return f"cannot use the state file {path} ({reason}): {advice}"
 
 
 def _rows(crm: str, changes: pd.DataFrame, run_id: int) -> list[tuple]:

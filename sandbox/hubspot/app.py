@@ -42,6 +42,8 @@ from sandbox.hubspot.search import compile_search, contains_token, returned_name
 from sandbox.hubspot.store import Store
 
 if TYPE_CHECKING:  # sandbox.server imports this package when a Sandbox starts
+    import datetime as dt
+
     from sandbox.book import Book
     from sandbox.faults import Faults
     from sandbox.server import CallCounter, Database, SandboxOptions
@@ -183,6 +185,18 @@ class HubSpotApp:
         """(requests counted against today's quota, the daily limit)."""
         return self.daily.used, self.daily.limit
 
+    def use_clock(
+        self, clock: Callable[[], float] | None = None, today: Callable[[], dt.date] | None = None
+    ) -> None:
+        """Measure the burst and search windows with `clock` (seconds, like time.monotonic) and the daily quota's
+        day with `today` instead of the real ones, so a test decides when a window or a day has passed instead
+        of racing it. Set `today` before the first request of the day it stands for."""
+        if clock is not None:
+            self.burst.clock = clock
+            self.search_window.clock = clock
+        if today is not None:
+            self.daily.today = today  # the count starts again at the first request of that day
+
     def reset_limits(self) -> None:
         """Forget the burst and search windows (not the daily count), like waiting them out."""
         self.burst.reset()
@@ -221,11 +235,14 @@ class HubSpotApp:
     # -- WSGI ---------------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         request = Request(environ)
+        self.calls.arrived()
         try:
             response = self._respond(request)
         except Exception:  # a sandbox bug must still answer like a server, not kill the connection
             log.exception("HubSpot sandbox failed on %s %s", request.method, request.path)
             response = self._json(500, error_body("INTERNAL_ERROR", "internal error in the HubSpot sandbox"))
+        finally:
+            self.calls.answered()
         return response(environ, start_response)
 
     def _respond(self, request: Request) -> Response:
@@ -258,6 +275,10 @@ class HubSpotApp:
         pause = self.faults.delay(label)
         if pause:
             time.sleep(pause)
+        # A parked request has been taken whole: its body is read before parking, so a client killed while
+        # it waits cannot leave half a batch (the parked request is applied on release, answered to no one).
+        request.get_data(cache=True)
+        self.faults.park(label)
         fault = self.faults.request_fault("hubspot", label)
         if fault == "quota" or self.daily.exhausted():
             return self._limited(self._rate_limited("DAILY", retry_after=None))

@@ -18,14 +18,14 @@ class RollingWindow:
     def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._clock = clock
+        self.clock = clock  # replaceable: tests pass their own (HubSpotApp.use_clock)
         self._hits: deque[float] = deque()
         self._lock = threading.Lock()
 
     def acquire(self) -> tuple[bool, int, int]:
         """(allowed, remaining after this request, Retry-After seconds if refused)."""
         with self._lock:
-            now = self._clock()
+            now = self.clock()
             self._expire(now)
             if len(self._hits) >= self.limit:
                 wait = self._hits[0] + self.window_s - now if self._hits else self.window_s
@@ -35,7 +35,7 @@ class RollingWindow:
 
     def remaining(self) -> int:
         with self._lock:
-            self._expire(self._clock())
+            self._expire(self.clock())
             return max(0, self.limit - len(self._hits))
 
     def reset(self) -> None:
@@ -54,13 +54,13 @@ class DailyQuota:
         self, limit: int, today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()
     ) -> None:
         self.limit = limit
-        self._today = today
+        self.today = today  # replaceable: tests pass their own (HubSpotApp.use_clock)
         self._day = today()
         self._used = 0
         self._lock = threading.Lock()
 
     def _roll(self) -> None:
-        day = self._today()
+        day = self.today()
         if day != self._day:
             self._day, self._used = day, 0
 

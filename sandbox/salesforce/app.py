@@ -171,10 +171,18 @@ class SalesforceApp:
         """Make the pre-issued access token valid again after an `expire_session` fault revoked it."""
         self.sessions.reset()
 
+    def close(self) -> None:
+        """Stop the Bulk API 2.0 ingest jobs still running (before their next chunk) and join their threads."""
+        self.bulk2.close(self.faults)
+
     # -- WSGI ---------------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         request = Request(environ)
-        response = self._respond(request)
+        self.calls.arrived()
+        try:
+            response = self._respond(request)
+        finally:
+            self.calls.answered()
         return response(environ, start_response)
 
     def _respond(self, request: Request):
@@ -198,6 +206,10 @@ class SalesforceApp:
         pause = self.faults.delay(label)
         if pause:
             time.sleep(pause)
+        # A parked request has been taken whole: its body is read before parking, so a client killed while
+        # it waits cannot leave half a batch (the parked request is applied on release, answered to no one).
+        request.get_data(cache=True)
+        self.faults.park(label)
         fault = self.faults.request_fault("salesforce", label)
         if fault == "expire_session" and endpoint in LOGIN_ENDPOINTS:
             fault = None  # a login has no session to expire

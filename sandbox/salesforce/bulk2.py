@@ -1,8 +1,15 @@
 """Bulk API 2.0 for the sandbox: ingest jobs (update) and query jobs, with CSV in and out.
 
-Jobs run synchronously: an ingest job is processed when the client marks it UploadComplete (the PATCH still
-answers UploadComplete; the next GET says JobComplete, or Failed), a query job takes its result snapshot
-when created. Jobs live in memory only: a restarted sandbox forgets them, as it forgets query cursors.
+Ingest jobs run asynchronously, as on Salesforce: when the client marks a job UploadComplete, a background
+thread takes it to InProgress and processes its rows 200 at a time (one transaction each), then JobComplete
+(or Failed, when the upload cannot be read). A client polls the job meanwhile, and a job goes on running after
+its client died. Aborting a job (PATCH state Aborted) stops it before its next chunk; the rows it had not
+reached are its `unprocessedRecords`. Before each chunk the thread asks the shared `Faults` under the label
+`sf.bulk2.ingest.chunk`: `slow` delays the chunk, `hold` parks it until `release()`, so a test can keep a job
+in flight and act at a known point. `Sandbox.stop` ends the threads before their next chunk.
+
+A query job takes its result snapshot when created. Jobs live in memory only: a restarted sandbox forgets
+them, as it forgets query cursors.
 
 Result pages are streamed in chunks from SQLite through the csv module, so a 1,000,000-row query never
 holds more than one chunk of rendered CSV.
@@ -31,10 +38,13 @@ from sandbox.salesforce.store import API_USER_ID, Store, WriteItem
 DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 INGEST_CHUNK = 200  # Salesforce processes an ingest job's records in chunks of 200, one transaction each
+CHUNK_LABEL = "sf.bulk2.ingest.chunk"  # what `Faults.delay` / `Faults.park` are asked before each chunk
 RESULT_CHUNK = 5000  # rows rendered per streamed piece of a query result page
 DEFAULT_MAX_RECORDS = 50000
 MAX_JOBS = 50  # jobs kept (with their results); older ones are forgotten, as Salesforce purges old jobs
 CSV_TYPE = "text/csv; charset=UTF-8"
+FINAL_STATES = ("JobComplete", "Aborted", "Failed")
+ABORTABLE_STATES = ("Open", "UploadComplete", "InProgress")
 
 
 @dataclass
@@ -47,14 +57,16 @@ class Job:
     column_delimiter: str
     created: str
     state: str
-    shown_state: str  # what the job reports now (a processed job shows UploadComplete until the next GET)
+    shown_state: str  # what a query job reports now (a new one shows UploadComplete until the next GET)
     kind: str  # "ingest" or "query"
     error_message: str | None = None
     started: float = field(default_factory=time.monotonic)
     processing_ms: int = 0
-    # ingest
+    # ingest: `changed` guards every field below once the job is closed (its thread and the requests share it)
+    changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] | None = None
+    reached: int = 0  # rows the processing thread has gone through (processed, or failed as unreadable)
     successes: list[tuple[str, list[str]]] = field(default_factory=list)
     failures: list[tuple[str, str, list[str]]] = field(default_factory=list)
     unprocessed: list[list[str]] = field(default_factory=list)
@@ -101,6 +113,8 @@ class Bulk2:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._seq = 0
+        self._threads: list[threading.Thread] = []  # one per ingest job being processed
+        self._stopping = threading.Event()
 
     def _new_id(self) -> str:
         with self._lock:
@@ -110,8 +124,10 @@ class Bulk2:
     def _keep(self, job: Job) -> None:
         with self._lock:
             self._jobs[job.id] = job
-            while len(self._jobs) > MAX_JOBS:
-                self._jobs.pop(next(iter(self._jobs)))
+            # The oldest finished jobs are forgotten first; a job still open or running is kept.
+            finished = [j.id for j in self._jobs.values() if j.kind == "query" or j.state in FINAL_STATES]
+            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
+                self._jobs.pop(old)
 
     def job(self, job_id: str, kind: str) -> Job:
         with self._lock:
@@ -131,18 +147,67 @@ class Bulk2:
 
     def list_jobs(self, kind: str) -> Response:
         with self._lock:
-            jobs = [j.info() for j in self._jobs.values() if j.kind == kind]
-        return json_response({"done": True, "records": jobs, "nextRecordsUrl": None})
+            jobs = [j for j in self._jobs.values() if j.kind == kind]
+        infos = []
+        for j in jobs:
+            with j.changed:
+                infos.append(j.info())
+        return json_response({"done": True, "records": infos, "nextRecordsUrl": None})
 
     def delete_job(self, job_id: str, kind: str) -> Response:
         job = self.job(job_id, kind)
-        if job.state not in ("JobComplete", "Aborted", "Failed"):
-            raise ApiError(
-                400, "INVALIDJOBSTATE", f"Job {job_id} must be complete, failed or aborted to be deleted"
-            )
+        with job.changed:
+            if job.state not in FINAL_STATES:
+                raise ApiError(
+                    400, "INVALIDJOBSTATE", f"Job {job_id} must be complete, failed or aborted to be deleted"
+                )
         with self._lock:
             self._jobs.pop(job_id, None)
         return Response(status=204)
+
+    # -- for tests and Sandbox.stop -------------------------------------------------------------------------
+    def ingest_jobs(self) -> list[dict]:
+        """Every ingest job the org remembers, oldest first: `id`, `state`, `uploaded` (rows), `processed`
+        (the record ids its chunks went through, in order, whether written or rejected) and `unprocessed`."""
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.kind == "ingest"]
+        out = []
+        for j in jobs:
+            with j.changed:
+                processed = [rid for rid, _ in j.successes] + [rid for rid, _, _ in j.failures]
+                out.append(
+                    {
+                        "id": j.id,
+                        "state": j.state,
+                        "uploaded": len(j.rows or []),
+                        "processed": processed,
+                        "unprocessed": len(j.unprocessed),
+                    }
+                )
+        return out
+
+    def wait_for_state(self, job_id: str, states: tuple[str, ...], timeout: float | None = None) -> bool:
+        """Block until the ingest job is in one of `states`; False on timeout or if there is no such job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return False
+        with job.changed:
+            return job.changed.wait_for(lambda: job.state in states, timeout)
+
+    def close(self, faults) -> None:
+        """Stop every processing thread before its next chunk and wait for it (a chunk being written is
+        finished first). Chunks parked by `faults.hold` are released so that they can stop."""
+        self._stopping.set()
+        faults.release()
+        with self._lock:
+            threads, self._threads = self._threads, []
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            with job.changed:
+                job.changed.notify_all()
+        for thread in threads:
+            thread.join(timeout=10)
 
     # -- ingest -------------------------------------------------------------------------------------------
     def create_ingest(self, request: Request, version: str) -> Response:
@@ -182,120 +247,171 @@ class Bulk2:
 
     def upload(self, request: Request, job_id: str) -> Response:
         job = self.job(job_id, "ingest")
-        if job.state != "Open" or job.rows is not None:
-            raise ApiError(409, "INVALIDJOBSTATE", f"Job {job_id} is not open for data upload")
         text = request.get_data().decode("utf-8-sig", errors="replace")
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=DELIMITERS[job.column_delimiter])
         rows = [row for row in reader if row]
-        if not rows:
-            raise ApiError(400, "INVALIDJOB", "The uploaded data has no header row")
-        job.header, job.rows = rows[0], rows[1:]
+        with job.changed:
+            if job.state != "Open" or job.rows is not None:
+                raise ApiError(409, "INVALIDJOBSTATE", f"Job {job_id} is not open for data upload")
+            if not rows:
+                raise ApiError(400, "INVALIDJOB", "The uploaded data has no header row")
+            job.header, job.rows = rows[0], rows[1:]
         return Response(status=201)
 
     def set_ingest_state(self, request: Request, job_id: str, faults) -> Response:
         job = self.job(job_id, "ingest")
         state = _requested_state(request)
         if state == "UploadComplete":
-            if job.state != "Open":
-                raise ApiError(400, "INVALIDJOBSTATE", f"Job {job_id} is not open")
-            self._process(job, faults)
-            info = job.info()
-            info["state"] = "UploadComplete"
+            with job.changed:
+                if job.state != "Open":
+                    raise ApiError(400, "INVALIDJOBSTATE", f"Job {job_id} is not open")
+                self._set_state(job, "UploadComplete")
+                info = job.info()
+            self._start(job, faults)
             return json_response(info)
         if state == "Aborted":
-            if job.state not in ("Open", "UploadComplete"):
-                raise ApiError(
-                    400, "INVALIDJOBSTATE", f"Job {job_id} is {job.state} and can no longer be aborted"
-                )
-            job.state = job.shown_state = "Aborted"
-            job.unprocessed = list(job.rows or [])
-            return json_response(job.info())
+            with job.changed:  # waits for a chunk being written: an abort lands between chunks
+                if job.state not in ABORTABLE_STATES:
+                    raise ApiError(
+                        400, "INVALIDJOBSTATE", f"Job {job_id} is {job.state} and can no longer be aborted"
+                    )
+                job.unprocessed = list((job.rows or [])[job.reached :])
+                self._set_state(job, "Aborted")
+                return json_response(job.info())
         raise ApiError(400, "INVALIDJOBSTATE", f"Cannot change the job state to {state}")
 
     def get_job(self, job_id: str, kind: str) -> Response:
         job = self.job(job_id, kind)
-        info = job.info()
-        job.shown_state = job.state  # processing finished before this GET, so it now shows its real state
+        with job.changed:
+            info = job.info()
+            job.shown_state = job.state  # a new query job shows UploadComplete once, then its real state
         info["state"] = job.state
         return json_response(info)
+
+    @staticmethod
+    def _set_state(job: Job, state: str) -> None:
+        """Under `job.changed`: the new state, for requests and for `wait_for_state`."""
+        job.state = job.shown_state = state
+        job.changed.notify_all()
+
+    def _start(self, job: Job, faults) -> None:
+        """Process a closed job on its own thread, as Salesforce does after UploadComplete."""
+        thread = threading.Thread(
+            target=self._process, args=(job, faults), name=f"sandbox-bulk2-{job.id}", daemon=True
+        )
+        with self._lock:
+            if self._stopping.is_set():
+                return  # the sandbox is stopping: the job stays UploadComplete, as a server going down leaves it
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
 
     def _process(self, job: Job, faults) -> None:
         started = time.monotonic()
         sobject = self.store.types[job.object]
-        rows = job.rows
-        if rows is None:
-            self._fail(job, "InvalidBatch : No data was uploaded to this job")
-            return
-        header = job.header
+        with job.changed:
+            if job.state != "UploadComplete":
+                return  # aborted before it started
+            rows, header = job.rows, job.header
+            if rows is None:
+                self._fail(job, "InvalidBatch : No data was uploaded to this job")
+                return
+            unknown = [
+                name
+                for name in header
+                if name.strip().lower() != "id" and sobject.field(name.strip()) is None
+            ]
+            if unknown:
+                self._fail(job, f"InvalidBatch : Field name not found : {unknown[0]}")
+                return
+            self._set_state(job, "InProgress")
         id_column = next((i for i, name in enumerate(header) if name.strip().lower() == "id"), None)
-        unknown = [
-            name for name in header if name.strip().lower() != "id" and sobject.field(name.strip()) is None
-        ]
-        if unknown:
-            self._fail(job, f"InvalidBatch : Field name not found : {unknown[0]}")
-            return
+
+        def stopped() -> bool:  # under `job.changed`: aborted (the rows from `reached` on are unprocessed)
+            return self._stopping.is_set() or job.state != "InProgress"  # or the sandbox is stopping
+
         for start in range(0, len(rows), INGEST_CHUNK):
-            chunk = rows[start : start + INGEST_CHUNK]
-            items, positions = [], []
-            for row in chunk:
-                if len(row) != len(header):
-                    job.failures.append(
-                        (
-                            "",
-                            f"INVALID_FIELD:Row has {len(row)} values but the header has {len(header)}:--",
-                            row,
-                        )
+            pause = faults.delay(CHUNK_LABEL)
+            with job.changed:
+                if pause:  # an abort or the sandbox stopping cuts the delay short
+                    job.changed.wait_for(stopped, pause)
+                if stopped():
+                    return
+            faults.park(CHUNK_LABEL)  # a test's `hold` keeps the job here, in flight, until `release()`
+            with job.changed:
+                if stopped():
+                    return
+                self._process_chunk(job, rows[start : start + INGEST_CHUNK], header, id_column, faults)
+                job.reached = min(len(rows), start + INGEST_CHUNK)
+                job.processing_ms = int((time.monotonic() - started) * 1000)
+                job.changed.notify_all()
+        with job.changed:
+            if job.state == "InProgress":
+                job.processing_ms = int((time.monotonic() - started) * 1000)
+                self._set_state(job, "JobComplete")
+
+    def _process_chunk(
+        self, job: Job, chunk: list[list[str]], header: list[str], id_column: int | None, faults
+    ) -> None:
+        """One chunk in one transaction; each row's outcome goes to the job's successes or failures."""
+        items, positions = [], []
+        for row in chunk:
+            if len(row) != len(header):
+                job.failures.append(
+                    (
+                        "",
+                        f"INVALID_FIELD:Row has {len(row)} values but the header has {len(header)}:--",
+                        row,
                     )
-                    continue
-                record_id = row[id_column] if id_column is not None else None
-                values = {
-                    name.strip(): value
-                    for i, (name, value) in enumerate(zip(header, row, strict=True))
-                    if i != id_column
-                }
-                items.append(WriteItem(job.object, record_id, values))
-                positions.append(row)
-            results = self.store.update(
-                job.object,
-                items,
-                user_id=API_USER_ID,
-                faults=faults,
-                fault_label="sf.bulk2.ingest",
-                from_csv=True,
-                reject_duplicates=False,
-            )
-            for row, result in zip(positions, results, strict=True):
-                if result.success:
-                    job.successes.append((result.id, row))
-                else:
-                    error = result.errors[0]
-                    fields = ",".join(error["fields"])
-                    job.failures.append(
-                        (result.id or "", f"{error['statusCode']}:{error['message']}:{fields} --", row)
-                    )
-        job.state = "JobComplete"
-        job.shown_state = "UploadComplete"
-        job.processing_ms = int((time.monotonic() - started) * 1000)
+                )
+                continue
+            record_id = row[id_column] if id_column is not None else None
+            values = {
+                name.strip(): value
+                for i, (name, value) in enumerate(zip(header, row, strict=True))
+                if i != id_column
+            }
+            items.append(WriteItem(job.object, record_id, values))
+            positions.append(row)
+        results = self.store.update(
+            job.object,
+            items,
+            user_id=API_USER_ID,
+            faults=faults,
+            fault_label="sf.bulk2.ingest",
+            from_csv=True,
+            reject_duplicates=False,
+        )
+        for row, result in zip(positions, results, strict=True):
+            if result.success:
+                job.successes.append((result.id, row))
+            else:
+                error = result.errors[0]
+                fields = ",".join(error["fields"])
+                job.failures.append(
+                    (result.id or "", f"{error['statusCode']}:{error['message']}:{fields} --", row)
+                )
 
     def _fail(self, job: Job, message: str) -> None:
-        job.state = "Failed"
-        job.shown_state = "UploadComplete"
+        """Under `job.changed`: the upload cannot be processed; every row is unprocessed."""
         job.error_message = message
         job.unprocessed = list(job.rows or [])
+        self._set_state(job, "Failed")
 
     def ingest_results(self, job_id: str, which: str) -> Response:
         job = self.job(job_id, "ingest")
         buffer = io.StringIO()
         writer = self._writer(job, buffer)
-        if which == "successfulResults":
-            writer.writerow(["sf__Id", "sf__Created", *job.header])
-            writer.writerows([record_id, "false", *row] for record_id, row in job.successes)
-        elif which == "failedResults":
-            writer.writerow(["sf__Id", "sf__Error", *job.header])
-            writer.writerows([record_id, error, *row] for record_id, error, row in job.failures)
-        else:
-            writer.writerow(job.header)
-            writer.writerows(job.unprocessed)
+        with job.changed:  # what the job has reached so far, consistent with its counts
+            if which == "successfulResults":
+                writer.writerow(["sf__Id", "sf__Created", *job.header])
+                writer.writerows([record_id, "false", *row] for record_id, row in job.successes)
+            elif which == "failedResults":
+                writer.writerow(["sf__Id", "sf__Error", *job.header])
+                writer.writerows([record_id, error, *row] for record_id, error, row in job.failures)
+            else:
+                writer.writerow(job.header)
+                writer.writerows(job.unprocessed)
         return Response(buffer.getvalue(), content_type=CSV_TYPE)
 
     @staticmethod

@@ -164,6 +164,17 @@ RECORD_FAULT_ERRORS = {
 }
 
 
+@dataclass(frozen=True)
+class JournalEntry:
+    """One applied update: the fields it set, with their values before and after."""
+
+    sobject: str
+    record_id: str
+    user_id: str
+    before: dict
+    after: dict
+
+
 class Store:
     """The org's records and field definitions, on the sandbox's shared SQLite connection."""
 
@@ -174,7 +185,15 @@ class Store:
         self.seed_value = seed
         self.clock = Clock()
         self.types = {name: SObjectType(name, STANDARD_FIELDS[name]()) for name in self.OBJECTS}
+        #: With `start_journal()`, every applied update as `JournalEntry`s, in order: who changed which
+        #: record's fields from what to what. Off by default (it reads each record before writing it).
+        self.journal: list[JournalEntry] | None = None
         self._ensure_schema()
+
+    def start_journal(self) -> list[JournalEntry]:
+        """Record every update from now on (a test's or a soak's view of what reached the org)."""
+        self.journal = []
+        return self.journal
 
     # -- schema ---------------------------------------------------------------------------------------------
     def type(self, name: str) -> SObjectType | None:
@@ -411,6 +430,8 @@ class Store:
                     for p in prepared
                 ]
             stamp = format_ms(self.clock.now_ms())
+            if self.journal is not None:
+                self._journal(conn, [p for p in prepared if p.ok], user_id)
             groups: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
             for p in prepared:
                 if not p.ok:
@@ -431,6 +452,15 @@ class Store:
                     rows,
                 )
             return [WriteResult(p.id if p.id_known else None, p.errors) for p in prepared]
+
+    def _journal(self, conn, applied: list, user_id: str) -> None:
+        for p in applied:
+            names = list(p.values)
+            cols = ", ".join(f'"{n}"' for n in names)
+            row = conn.execute(f"SELECT {cols} FROM {p.sobject.table} WHERE _row = ?", (p.row,)).fetchone()
+            before = {n: p.sobject.fields[n].render(row[n]) for n in names}
+            after = {n: p.sobject.fields[n].render(v) for n, v in p.values.items()}
+            self.journal.append(JournalEntry(p.sobject.name, p.id, user_id, before, after))
 
     def delete(self, sobject: str, record_id: str, user_id: str) -> bool:
         """Soft-delete (to the recycle bin): IsDeleted true, timestamps bumped; False if there is no such live record."""

@@ -28,7 +28,10 @@ def test_the_contract_names_what_the_engine_calls():
         "count_accounts",
         "iter_accounts",
         "iter_deals",
+        "read_owned",
+        "batch_size",
         "write",
+        "settle_job",
     }
     assert {"kind", "mode", "api_calls", "write_calls", "policy"} <= set(Connector.__annotations__)
 

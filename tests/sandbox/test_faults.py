@@ -82,6 +82,18 @@ def test_endpoint_prefix_and_times_limit_where_and_how_often():
     assert faults.fired["server_error"] == 2
 
 
+def test_after_lets_the_first_matching_requests_through():
+    faults = Faults.from_spec("server_error:x2@sf.login+1,drop:0.5@sf.query_more+2")
+    assert [(f.kind, f.times, f.only, f.after) for f in faults.armed] == [
+        ("server_error", 2, "sf.login", 1),
+        ("drop", None, "sf.query_more", 2),
+    ]
+    draws = [faults.request_fault("salesforce", "sf.login.soap") for _ in range(4)]
+    assert draws == [None, "server_error", "server_error", None]
+    with pytest.raises(FaultSpecError, match="'quota:5\\+1'"):
+        Faults.from_spec("quota:5+1")
+
+
 # -- through the SDK ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sb():
@@ -219,3 +231,25 @@ def test_slow_is_observed_through_the_sdk(clean):
     sf.query("SELECT Id FROM Account LIMIT 1")
     assert time.monotonic() - t0 >= 0.3
     clean.faults.clear()
+
+
+def test_hold_parks_a_request_whole_until_released_and_calls_say_when_it_is_done(clean):
+    import threading
+
+    sf = connect(clean)
+    clean.faults.hold(only="sf.query", after=1)
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == 300  # the first one goes through
+    answers = []
+    client = threading.Thread(target=lambda: answers.append(sf.query("SELECT COUNT() FROM Account")))
+    client.start()
+    try:
+        assert clean.faults.wait_parked(timeout=60)
+        assert clean.calls.in_flight == 1 and answers == []  # taken, not answered
+        assert clean.calls.count("sf.query") == 2
+    finally:
+        clean.faults.release()
+        client.join(timeout=60)
+    assert clean.calls.wait_idle(timeout=60) and clean.calls.in_flight == 0
+    assert [a["totalSize"] for a in answers] == [300]
+    assert clean.calls.wait_for("sf.query", 2, timeout=0)
+    assert not clean.calls.wait_for("sf.query", 3, timeout=0)

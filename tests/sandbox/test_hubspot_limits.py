@@ -4,10 +4,12 @@ daily quota, and the X-HubSpot-RateLimit-* headers."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
 import pytest
+import urllib3.util.retry
 from hubspot import HubSpot
 from hubspot.crm.companies import ApiException, PublicObjectSearchRequest
 from urllib3.util.retry import Retry
@@ -21,10 +23,53 @@ def connect(sb: Sandbox, **kw) -> HubSpot:
     )
 
 
+class Clock:
+    """The windows' clock, moved only by the test (or by a client's sleep, see `client_sleeps`): a window
+    passes when the test says so, never because a loaded machine was slow between two requests."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(scope="module")
-def burst():
+def clock():
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def burst(clock):
     with Sandbox(accounts=10, seed=1, hubspot_rate_limit=5, hubspot_rate_window_s=1.0) as sb:
+        sb.hs.use_clock(clock)
         yield sb
+
+
+@pytest.fixture
+def client_sleeps(clock, monkeypatch):
+    """What urllib3's Retry sleeps, recorded; each sleep moves the windows' clock instead of the test waiting."""
+    slept: list[float] = []
+
+    class SleepMovesTheClock:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            clock.advance(seconds)
+
+    monkeypatch.setattr(urllib3.util.retry, "time", SleepMovesTheClock())
+    return slept
+
+
+def one_day() -> dt.date:
+    """The daily quota's day, fixed: a test that counts today's requests must not see the day change."""
+    return dt.date(2026, 1, 1)
 
 
 def fresh_window(sb: Sandbox) -> None:
@@ -68,8 +113,9 @@ def test_the_sixth_request_in_the_window_is_429_with_retry_after(burst):
     }
 
 
-def test_a_urllib3_retry_honouring_retry_after_gets_through(burst):
+def test_a_urllib3_retry_honouring_retry_after_gets_through(burst, client_sleeps):
     fresh_window(burst)
+    burst.calls.reset()
     retry = Retry(
         total=3,
         status_forcelist=(429,),
@@ -78,24 +124,22 @@ def test_a_urllib3_retry_honouring_retry_after_gets_through(burst):
         backoff_factor=0,
     )
     api = connect(burst, retry=retry).crm.companies.basic_api
-    started = time.monotonic()
     for _ in range(6):
         api.get_page(limit=1)
-    assert time.monotonic() - started >= 0.9, "the sixth call waited for the window as Retry-After said"
-    assert burst.calls.count("hs.companies.list") >= 7
+    assert client_sleeps == [1], "the sixth call waited for the window as Retry-After said"
+    assert burst.calls.count("hs.companies.list") == 7  # the sixth was refused once, then got through
 
 
-def test_the_sdks_default_transport_retries_a_get_429_but_not_a_post(burst):
+def test_the_sdks_default_transport_retries_a_get_429_but_not_a_post(burst, client_sleeps):
     """Worth knowing for the connector: with no `retry=`, urllib3's Retry.DEFAULT honours Retry-After on
     idempotent GETs (list pages wait and succeed) but a POST (search, batch) surfaces the 429 at once."""
     fresh_window(burst)
     hs = connect(burst)
     burst.hs.search_window.limit = 0  # every search is over its limit
     try:
-        started = time.monotonic()
         for _ in range(6):
             hs.crm.companies.basic_api.get_page(limit=1)
-        assert time.monotonic() - started >= 0.9
+        assert client_sleeps == [1]  # the GET 429 was retried after Retry-After
         with pytest.raises(ApiException) as err:
             hs.crm.companies.search_api.do_search(PublicObjectSearchRequest(limit=1))
         assert err.value.status == 429
@@ -119,6 +163,7 @@ def test_search_has_its_own_window_and_ignores_the_burst_one(burst):
 
 def test_daily_limit_refuses_with_policy_daily_and_no_retry_after():
     with Sandbox(accounts=5, seed=1, hubspot_daily_limit=3) as sb:
+        sb.hs.use_clock(today=one_day)  # no midnight in the middle of the test
         api = connect(sb).crm.companies.basic_api
         for _ in range(3):
             api.get_page(limit=1)
@@ -133,6 +178,7 @@ def test_daily_limit_refuses_with_policy_daily_and_no_retry_after():
 
 def test_quota_fault_spends_the_days_remaining_requests():
     with Sandbox(accounts=5, seed=1) as sb:
+        sb.hs.use_clock(today=one_day)
         sb.faults.set_quota("hubspot", 2)
         api = connect(sb).crm.companies.basic_api
         api.get_page(limit=1)

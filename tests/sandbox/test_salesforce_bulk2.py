@@ -166,3 +166,112 @@ def test_abort_leaves_the_uploaded_rows_unprocessed(clean_sb, account_ids):
     assert by_id(clean_sb)[account_ids[5]]["ICP_Tier__c"] is None
     assert session.delete(f"{base}/{job['id']}").status_code == 204
     assert session.get(f"{base}/{job['id']}").status_code == 404
+
+
+# -- ingest jobs run asynchronously, chunk by chunk, and can be aborted ----------------------------------------
+def live_ids(sb: Sandbox) -> list[str]:
+    """The accounts not deleted by an earlier test of this module (399 of them at most)."""
+    return [r["Id"] for r in sb.sf.records("Account")][:399]
+
+
+def start_job(sf, records: list[dict]) -> str:
+    """Create, upload and close an ingest job through the SDK's Bulk 2.0 client; returns its id."""
+    client = sf.bulk2.Account._client
+    job_id = client.create_job("update")["id"]
+    header = list(records[0])
+    data = "\n".join([",".join(header), *(",".join(r[h] for h in header) for r in records)]) + "\n"
+    client.upload_job_data(job_id, data)
+    closed = client.close_job(job_id)
+    assert closed["state"] == "UploadComplete"
+    return job_id
+
+
+def test_a_closed_job_is_processed_in_the_background_chunk_by_chunk(clean_sb, sf, account_ids):
+    clean_sb.faults.hold(only="sf.bulk2.ingest.chunk", after=1)  # the first chunk goes, the second waits
+    records = [{"Id": rid, "ICP_Model__c": "async-1"} for rid in live_ids(clean_sb)[:400]]
+    job_id = start_job(sf, records)
+    assert clean_sb.faults.wait_parked(1, timeout=30)
+    client = sf.bulk2.Account._client
+    running = client.get_job(job_id, False)
+    assert (running["state"], running["numberRecordsProcessed"]) == ("InProgress", 200)
+    stored = by_id(clean_sb)
+    assert [stored[r["Id"]]["ICP_Model__c"] for r in records].count("async-1") == 200
+    clean_sb.faults.release()
+    assert clean_sb.sf.bulk2.wait_for_state(job_id, ("JobComplete",), timeout=30)
+    done = client.get_job(job_id, False)
+    assert (done["state"], done["numberRecordsProcessed"], done["numberRecordsFailed"]) == (
+        "JobComplete",
+        399,
+        0,
+    )
+    assert all(by_id(clean_sb)[r["Id"]]["ICP_Model__c"] == "async-1" for r in records)
+    [summary] = [j for j in clean_sb.sf.bulk2.ingest_jobs() if j["id"] == job_id]
+    assert summary["processed"] == [r["Id"] for r in records] and summary["unprocessed"] == 0
+
+
+def test_a_job_runs_on_without_its_client(clean_sb, sf, account_ids):
+    records = [{"Id": rid, "ICP_Model__c": "async-2"} for rid in live_ids(clean_sb)[:300]]
+    job_id = start_job(sf, records)  # nobody polls it
+    assert clean_sb.sf.bulk2.wait_for_state(job_id, ("JobComplete",), timeout=30)
+    assert all(by_id(clean_sb)[r["Id"]]["ICP_Model__c"] == "async-2" for r in records)
+    assert clean_sb.calls.count("sf.bulk2.ingest.get") == 0
+
+
+def test_abort_stops_a_running_job_before_its_next_chunk(clean_sb, sf, account_ids):
+    clean_sb.faults.hold(only="sf.bulk2.ingest.chunk", after=1)
+    records = [{"Id": rid, "ICP_Model__c": "async-3"} for rid in live_ids(clean_sb)[:400]]
+    job_id = start_job(sf, records)
+    assert clean_sb.faults.wait_parked(1, timeout=30)
+    client = sf.bulk2.Account._client
+    aborted = client.abort_job(job_id, False)
+    assert (aborted["state"], aborted["numberRecordsProcessed"]) == ("Aborted", 200)
+    clean_sb.faults.release()  # the parked chunk now finds its job aborted and stops
+    assert client.get_job(job_id, False)["state"] == "Aborted"
+    succeeded = rows(client.get_ingest_results(job_id, "successfulResults"))
+    unprocessed = rows(client.get_ingest_results(job_id, "unprocessedRecords"))
+    assert [r["sf__Id"] for r in succeeded] == [r["Id"] for r in records[:200]]
+    assert unprocessed == records[200:]
+    assert rows(client.get_ingest_results(job_id, "failedResults")) == []
+    stored = by_id(clean_sb)
+    assert all(stored[r["Id"]]["ICP_Model__c"] == "async-3" for r in records[:200])
+    assert all(stored[r["Id"]]["ICP_Model__c"] != "async-3" for r in records[200:])
+    # an aborted or finished job cannot be aborted again
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        client.abort_job(job_id, False)
+    assert err.value.content[0]["errorCode"] == "INVALIDJOBSTATE"
+    [summary] = [j for j in clean_sb.sf.bulk2.ingest_jobs() if j["id"] == job_id]
+    assert summary["state"] == "Aborted" and len(summary["processed"]) == 200
+
+
+def test_a_slow_fault_delays_each_chunk_and_an_abort_does_not_wait_for_it(clean_sb, sf, account_ids):
+    clean_sb.faults.slow_down(3600, only="sf.bulk2.ingest.chunk")  # the first chunk would wait an hour
+    records = [{"Id": rid, "ICP_Model__c": "async-4"} for rid in live_ids(clean_sb)[:10]]
+    job_id = start_job(sf, records)
+    assert clean_sb.sf.bulk2.wait_for_state(job_id, ("InProgress",), timeout=30)
+    client = sf.bulk2.Account._client
+    assert client.abort_job(job_id, False)["numberRecordsProcessed"] == 0
+    assert rows(client.get_ingest_results(job_id, "unprocessedRecords")) == records
+    assert all(by_id(clean_sb)[r["Id"]]["ICP_Model__c"] != "async-4" for r in records)
+
+
+def test_the_slow_spec_reaches_the_chunks():
+    from sandbox.faults import Faults
+
+    faults = Faults.from_spec("slow:0.25@sf.bulk2.ingest")
+    assert faults.delay("sf.bulk2.ingest.chunk") == 0.25 and faults.delay("sf.bulk2.query.get") == 0
+
+
+def test_stopping_the_sandbox_ends_jobs_in_flight():
+    import threading
+
+    with Sandbox(accounts=400, seed=5, with_icp_fields=True) as sandbox:
+        sf = connect(sandbox)
+        ids = [r["Id"] for r in sandbox.sf.records("Account")]
+        sandbox.faults.hold(only="sf.bulk2.ingest.chunk", after=1)
+        parked = start_job(sf, [{"Id": rid, "ICP_Tier__c": "A"} for rid in ids])
+        assert sandbox.faults.wait_parked(1, timeout=30)  # between its first and second chunk
+        sandbox.faults.slow_down(3600, only="sf.bulk2.ingest.chunk")
+        slowed = start_job(sf, [{"Id": rid, "ICP_Tier__c": "B"} for rid in ids[:10]])
+        assert sandbox.sf.bulk2.wait_for_state(slowed, ("InProgress",), timeout=30)  # waiting out its delay
+    names = {f"sandbox-bulk2-{parked}", f"sandbox-bulk2-{slowed}"}
+    assert not [t for t in threading.enumerate() if t.name in names]

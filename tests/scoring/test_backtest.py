@@ -107,7 +107,7 @@ def brute_force_auc(scores: np.ndarray, outcomes: np.ndarray) -> float:
     return wins / (len(pos) * len(neg))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(pairs=st.lists(st.tuples(st.integers(0, 100), st.booleans()), min_size=2, max_size=80))
 def test_auc_equals_the_pairwise_definition(pairs):
     scores = np.array([p[0] for p in pairs])

@@ -165,7 +165,7 @@ def test_evaluate_raises_with_the_validation_message(df):
         evaluate(df, [c("sector", "==", "x")])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(frame=accounts_frames(), wanted=st.lists(st.sampled_from(COUNTRIES), min_size=1, max_size=3))
 def test_in_not_in_and_missing_partition_the_rows(frame, wanted):
     is_in = evaluate(frame, [c("country", "in", wanted)]).to_numpy()
@@ -180,7 +180,7 @@ def test_in_not_in_and_missing_partition_the_rows(frame, wanted):
     assert list(is_in) == expected
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(frame=accounts_frames(), threshold=st.integers(0, 300_000))
 def test_numeric_compare_matches_row_by_row(frame, threshold):
     got = evaluate(frame, [c("employees", ">=", threshold)]).to_numpy()

@@ -141,7 +141,7 @@ def test_sample_book_equals_the_row_by_row_reference(book_with_aggs, profile):
     assert got == expected
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(accounts=accounts_frames(), generated=profiles(), max_len=st.integers(1, 400))
 def test_any_book_equals_the_row_by_row_reference(accounts, generated, max_len):
     scored = score(accounts, generated, reasons_max_len=max_len)
@@ -160,7 +160,7 @@ def test_any_book_equals_the_row_by_row_reference(accounts, generated, max_len):
     assert all(len(r) <= max_len for r in scored["icp_reasons"])
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50)
 @given(accounts=accounts_frames(), generated=profiles())
 def test_scores_are_always_between_0_and_100(accounts, generated):
     scored = score(accounts, generated)
@@ -169,7 +169,7 @@ def test_scores_are_always_between_0_and_100(accounts, generated):
     assert scored["icp_fit_score"].notna().all() and scored["icp_tier"].notna().all()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50)
 @given(
     accounts=accounts_frames(min_size=1),
     generated=profiles(),
@@ -186,7 +186,7 @@ def test_tiers_are_monotone_in_score(accounts, generated, cuts):
     assert all((s >= a) == (t == "A") for s, t in zip(scores, letters, strict=True))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50)
 @given(accounts=accounts_frames(), generated=profiles(), size=st.integers(1, 25))
 def test_scoring_in_chunks_equals_scoring_whole(accounts, generated, size):
     whole = score(accounts, generated)
@@ -216,7 +216,7 @@ def _worse_value(attr: ProfileAttribute, member_value, outside_values: list[str]
     return st.one_of(st.none(), further.map(lambda x: max(round(x, 6), 0.0)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(data=st.data())
 def test_a_club_member_never_scores_below_a_strictly_worse_non_member(book_with_aggs, club, profile, data):
     members = book_with_aggs[book_with_aggs["id"].isin(club.ids)]

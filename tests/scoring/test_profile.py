@@ -74,7 +74,7 @@ def test_relearning_gives_the_same_version_and_timestamps_do_not_count(book_with
     assert len(profile.version) == 12
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=8)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_relearning_on_shuffled_rows_gives_the_same_version(book_with_aggs, club, profile, seed):
     order = np.random.default_rng(seed).permutation(len(book_with_aggs))
@@ -112,7 +112,7 @@ def test_save_load_round_trip(profile, tmp_path):
     assert loaded.settings["coverage"] == 0.8
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(generated=profiles())
 def test_round_trip_preserves_the_version_of_any_profile(generated, tmp_path_factory):
     path = save_profile(generated, tmp_path_factory.mktemp("p") / "p.toml")

@@ -82,7 +82,7 @@ def test_rules_from_config_and_validation_messages(df):
         )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(frame=accounts_frames())
 def test_segments_match_a_row_by_row_reading_of_the_rules(frame):
     rules = [

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -171,9 +170,11 @@ def test_quota_floor_stops_before_pulling(tmp_path, learned_profile):
 def test_killed_mid_apply_then_rerun_leaves_the_crm_exact(tmp_path, learned_profile):
     import shutil
 
-    n = 3000
-    # Each write batch is answered 0.3 s late, so the kill lands between batches, not after the last one.
-    with Sandbox(accounts=n, seed=7, with_icp_fields=True, faults="slow:0.3@sf.composite") as sb:
+    n = 1500
+    with Sandbox(accounts=n, seed=7, with_icp_fields=True) as sb:
+        # Four write batches land; the fifth is taken by the server and parked unanswered. The run is
+        # killed at that known point, not at a moment guessed from the clock.
+        sb.faults.hold(only="sf.composite", after=4)
         shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
         (tmp_path / "icp.toml").write_text(
             '[crm]\nkind = "salesforce"\n[salesforce]\nbulk_threshold = 100000\n[sync]\nmax_change_ratio = 1.0\nlookback_minutes = 0\n'
@@ -184,20 +185,30 @@ def test_killed_mid_apply_then_rerun_leaves_the_crm_exact(tmp_path, learned_prof
             "SF_ACCESS_TOKEN": sb.salesforce.access_token,
             "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sync.cli", "run", "--config", str(tmp_path / "icp.toml")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while sb.calls.count("sf.composite") < 4 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        err_file = tmp_path / "killed-run.err"
+        with err_file.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sync.cli", "run", "--config", str(tmp_path / "icp.toml")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+            try:
+                while not sb.faults.wait_parked(timeout=0.2):
+                    assert proc.poll() is None, (
+                        f"the run ended (exit {proc.returncode}) before its fifth write batch:\n"
+                        + err_file.read_text()
+                    )
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
         assert proc.returncode == -signal.SIGKILL
+        landed = sum(1 for r in sb.sf.records("Account") if r["ICP_Tier__c"])
+        # The parked batch arrived whole before the kill; the server applies it though nobody hears back.
+        sb.faults.release()
+        assert sb.calls.wait_idle(timeout=60), "a request to the sandbox never finished"
         filled = sum(1 for r in sb.sf.records("Account") if r["ICP_Tier__c"])
-        assert 0 < filled < n, filled  # killed in the middle of the apply
+        assert 0 < landed < filled < n, (landed, filled)  # killed in the middle of the apply
 
         from sync.config import load_config
 

@@ -42,7 +42,7 @@ rows_strategy = st.dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(rows_strategy)
 def test_plan_of_desired_against_itself_is_empty(rows):
     desired = frame(rows)
@@ -114,10 +114,29 @@ def test_a_pending_write_the_crm_holds_is_not_a_manual_edit():
     assert list(result.changes.index) == ["a"]
 
 
-def test_a_record_with_no_history_is_never_a_manual_edit():
-    live = frame({"a": row(tier="C", score=30)})
-    result = plan(frame({"a": row()}), live, frame({}))
-    assert len(result.manual_edits) == 0 and len(result.changes) == 1
+def test_values_on_a_record_we_never_wrote_are_a_persons():
+    # Issue 8: a value we did not write is a rep's, history or not (a lost state stops the job first).
+    live = frame({"a": row(tier="C", score=30), "b": EMPTY})
+    result = plan(frame({"a": row(), "b": row(score=10)}), live, frame({}))
+    assert list(result.manual_edits.index) == ["a"] and result.manual_edits.loc["a", "fields"] != ""
+    assert list(result.changes.index) == ["b"]
+
+
+def test_a_pending_write_that_never_landed_does_not_hide_a_reps_edit():
+    # killed after marking pending; the CRM never took the batch; a rep then set the tier by hand
+    pending = frame({"a": row(score=80, tier="A")})
+    live = frame({"a": row(score=None, tier="D")})
+    result = plan(frame({"a": row(score=80, tier="A")}), live, frame({}), pending=pending)
+    assert list(result.manual_edits.index) == ["a"] and result.changes.empty
+    assert result.manual_edits.loc["a", "fields"] == "fit_score,tier"
+
+
+def test_a_reps_edit_after_an_accepted_pending_write_is_kept():
+    ours = frame({"a": row(score=10, tier="D")})
+    pending = frame({"a": row(score=80, tier="A")})  # the CRM took it, then the run was killed
+    live = frame({"a": row(score=80, tier="B")})  # and a rep moved the tier
+    result = plan(frame({"a": row(score=81, tier="A")}), live, ours, pending=pending)
+    assert list(result.manual_edits.index) == ["a"] and result.changes.empty
 
 
 def test_normalise_renders_scores_as_integers():

@@ -63,7 +63,8 @@ class RoundResult:
     nights: int
     kills: int = 0
     rep_edits: int = 0
-    lost_edits: int = 0
+    lost_edits: int = 0  # overwritten and never reported
+    reported_overwrites: int = 0  # overwritten, listed in unconfirmed.csv (a revert to our previous value)
     identical_rewrites: int = 0
     api_writes: int = 0
     final_written: int = 0
@@ -103,6 +104,7 @@ class Round:
             "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
         }
         self.rep: dict[tuple[str, str], str] = {}  # (record id, field) -> the rep's latest value
+        self.phases: dict[tuple[str, str], str] = {}  # ... and when it was made, for a failure's message
         self.ids = sorted(r["Id"] for r in sb.sf.records("Account"))
 
     @property
@@ -110,7 +112,7 @@ class Round:
         return load_config(self.workdir / "icp.toml", env=self.env)
 
     # -- reps ---------------------------------------------------------------------------------------------
-    def edit(self, candidates: list[str], k: int) -> None:
+    def edit(self, candidates: list[str], k: int, phase: str = "") -> None:
         pool = sorted(set(candidates))
         for rid in self.rng.sample(pool, min(k, len(pool))):
             name = self.rng.choice(["ICP_Tier__c", "ICP_Reasons__c", "ICP_Segment__c"])
@@ -123,6 +125,7 @@ class Round:
                 value = f"rep note {self.rng.randint(0, 10**6)}"
             self.sb.sf.edit("Account", rid, {name: value})
             self.rep[(rid, name)] = value
+            self.phases[(rid, name)] = phase
             self.result.rep_edits += 1
 
     # -- runs ---------------------------------------------------------------------------------------------
@@ -160,7 +163,7 @@ class Round:
             if not self.sb.calls.wait_idle(timeout=120):
                 self.result.problems.append("a sandbox request never finished")
             # A rep then edits records the dead run had written (it never booked the last batch).
-            self.edit(order[: (after + 1) * BATCH], 3)
+            self.edit(order[: (after + 1) * BATCH], 3, "after the kill")
             self.next_run(order=None)
             return
         # Bulk: the dead run's job is still in flight, held at chunk `after`. A rep edits records it has
@@ -172,7 +175,7 @@ class Round:
             if j["state"] not in ("JobComplete", "Aborted", "Failed")
             for rid in j["processed"]
         ]
-        self.edit(done, 3)
+        self.edit(done, 3, "after the kill, job in flight")
         live_job = next(j["id"] for j in jobs if j["state"] not in ("JobComplete", "Aborted", "Failed"))
         # The next run settles it first (aborts it); the sandbox lets the held chunk go once the abort is in.
         outcome: dict = {}
@@ -210,7 +213,7 @@ class Round:
         runner.start()
         try:
             if self.sb.faults.wait_parked(timeout=120):
-                self.edit(order[(after + 1) * BATCH :], 3)  # batches not sent yet: re-read before each
+                self.edit(order[(after + 1) * BATCH :], 3, "during the next run")  # re-read before each batch
         finally:
             self.sb.faults.release()
             runner.join(timeout=300)
@@ -235,13 +238,28 @@ class Round:
             self.result.problems.append(f"a final full run still wrote {final.written} records")
         records = {r["Id"]: r for r in self.sb.sf.records("Account")}
         lost = [
-            (rid, name, v, records[rid][name])
+            (rid, name, v, records[rid][name], self.phases[(rid, name)])
             for (rid, name), v in self.rep.items()
             if records[rid][name] != v
         ]
+        # A rep who sets a field back to the value icp-sync wrote before a run that was killed mid-batch looks
+        # exactly like that batch never landing: the next run writes it again and lists it in unconfirmed.csv.
+        listed = set()
+        for path in Path(self.config.state_dir, "runs").glob("*/unconfirmed.csv"):
+            listed |= set(pd.read_csv(path, dtype=str)["record_id"])
+        self.result.reported_overwrites = sum(1 for item in lost if item[0] in listed)
+        lost = [item for item in lost if item[0] not in listed]
         self.result.lost_edits = len(lost)
         if lost:
-            self.result.problems.append(f"{len(lost)} rep edits lost, e.g. {lost[:3]}")
+            rid, name = lost[0][0], lost[0][1]
+            trail = [
+                ("api" if e.user_id == API_USER_ID else "rep", e.before.get(name), e.after.get(name))
+                for e in journal
+                if e.record_id == rid and name in e.after
+            ]
+            self.result.problems.append(
+                f"{len(lost)} rep edits lost, e.g. {lost[:3]}; writes of the first: {trail}"
+            )
         # Every rep-edited record is now either reported by this run (its value differs from the desired one:
         # kept, in manual-edits.csv) or equal to the desired value (no conflict, nothing to report), since the
         # run had nothing else left to write: `final.changed == 0` above.
@@ -290,7 +308,7 @@ def soak_round(
             job.run(r.config, policy=_fast())  # the first night fills every record
             for _ in range(nights):
                 (workdir / "icp.toml").write_text(_config_text(rng, path))
-                r.edit(r.ids, 4)
+                r.edit(r.ids, 4, "before the run")
                 r.killed_run()
                 r.until_clean()
             r.check(journal)
@@ -317,7 +335,7 @@ def main() -> None:
             status = "ok" if res.ok else "FAIL: " + "; ".join(res.problems)
             print(
                 f"round {i + 1:>3} seed {res.seed:<5} {res.path:<11} kills {res.kills} rep edits {res.rep_edits:>3} "
-                f"lost {res.lost_edits} identical rewrites {res.identical_rewrites} "
+                f"lost {res.lost_edits} reported {res.reported_overwrites} identical rewrites {res.identical_rewrites} "
                 f"({res.api_writes:,} record writes) {res.seconds:>5.1f} s  {status}",
                 flush=True,
             )
@@ -327,6 +345,7 @@ def main() -> None:
         "kills": sum(r.kills for r in results),
         "rep_edits": sum(r.rep_edits for r in results),
         "lost_edits": sum(r.lost_edits for r in results),
+        "reported_overwrites": sum(r.reported_overwrites for r in results),
         "identical_rewrites": sum(r.identical_rewrites for r in results),
         "record_writes": sum(r.api_writes for r in results),
         "median_round_s": sorted(r.seconds for r in results)[len(results) // 2] if results else 0,
@@ -336,7 +355,8 @@ def main() -> None:
     else:
         print(
             f"\n{totals['rounds']} rounds ({totals['failed_rounds']} failed): {totals['kills']} kills, "
-            f"{totals['rep_edits']} rep edits, {totals['lost_edits']} lost, {totals['identical_rewrites']} identical "
+            f"{totals['rep_edits']} rep edits, {totals['lost_edits']} lost, {totals['reported_overwrites']} overwritten "
+            f"and reported (unconfirmed.csv), {totals['identical_rewrites']} identical "
             f"rewrites in {totals['record_writes']:,} record writes; median round {totals['median_round_s']} s"
         )
     sys.exit(1 if totals["failed_rounds"] else 0)

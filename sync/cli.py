@@ -545,6 +545,11 @@ def _print_report(ctx: Ctx, report) -> None:
         ctx.say(
             f"  {report.edited_during_run:,} records edited by someone during the run were left as they are"
         )
+    if report.unconfirmed_after_interrupt:
+        ctx.say(
+            f"  {report.unconfirmed_after_interrupt:,} records a stopped run was writing held our previous values "
+            f"and were written again (if a rep had set one back by hand, see {report.files.get('unconfirmed_csv')})"
+        )
     if report.adopted_live:
         ctx.say(f"  {report.adopted_live:,} records' CRM values adopted as icp-sync's (--adopt-live)")
     if report.settled_bulk_jobs:

@@ -87,6 +87,9 @@ class RunReport:
     settled_failed: int = 0
     settled_unprocessed: int = 0
     adopted_live: int = 0  # records whose CRM values --adopt-live took as ours
+    # written again: they hold our previous value, a stopped run's newer one was never confirmed (or a rep set
+    # the old one back by hand: the two look the same), listed in unconfirmed.csv
+    unconfirmed_after_interrupt: int = 0
     api_calls: int = 0
     write_calls: int = 0
     retries: int = 0
@@ -340,6 +343,7 @@ def _score_and_plan(
     if not options.dry_run:
         report.adopted_after_interrupt = state.adopt_pending(key, live, run_id)
     report.changed = len(the_plan.changes)
+    report.unconfirmed_after_interrupt = len(the_plan.unconfirmed)
     kept = the_plan.manual_edits["action"] == "kept" if len(the_plan.manual_edits) else pd.Series(dtype=bool)
     report.skipped_manual_edits = int(kept.sum())
     report.overwritten_manual_edits = int(len(the_plan.manual_edits) - kept.sum())
@@ -395,7 +399,15 @@ def _write_plan_files(config: Config, run_id: int, the_plan: Plan) -> dict[str, 
         the_plan.manual_edits.rename_axis("record_id").reset_index(), directory / "manual-edits.csv"
     )
     (directory / "plan.json").write_text(json.dumps(the_plan.summary(), indent=2))
+    extra = {}
+    if len(the_plan.unconfirmed):
+        extra["unconfirmed_csv"] = str(
+            write_frame(
+                the_plan.unconfirmed.rename_axis("record_id").reset_index(), directory / "unconfirmed.csv"
+            )
+        )
     return {
+        **extra,
         "plan_csv": str(plan_csv),
         "plan_json": str(directory / "plan.json"),
         "manual_edits_csv": str(manual_csv),

@@ -34,7 +34,10 @@ class Plan:
     """`changes`: one row per record to write, indexed by record id, columns OWNED_FIELDS (desired values),
     plus `kind` ("fill" or "update") and `changed` (the compared fields that differ, comma-separated).
     `manual_edits`: records whose owned fields a person changed since our last write (index id, columns
-    `fields`, `action` "kept" or "overwritten"). `unchanged`: how many records need nothing."""
+    `fields`, `action` "kept" or "overwritten"). `unchanged`: how many records need nothing.
+    `unconfirmed`: records written again whose live value is what we wrote *before* a run that stopped with
+    their new value unconfirmed (pending): most often that batch never reached the CRM, but a person who set
+    the field back to our previous value by hand looks the same, so they are listed (index id, `fields`)."""
 
     changes: pd.DataFrame
     manual_edits: pd.DataFrame
@@ -42,6 +45,7 @@ class Plan:
     total: int
     respect_manual_edits: bool = True
     notes: list[str] = field(default_factory=list)
+    unconfirmed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"fields": []}))
 
     @property
     def updates(self) -> int:
@@ -133,8 +137,14 @@ def plan(
     changes = desired.loc[to_write.to_numpy(), list(OWNED_FIELDS)].copy()
     changes["kind"] = np.where(empty[to_write].to_numpy(), "fill", "update")
     changes["changed"] = _field_lists(diff[to_write]).to_numpy()
+    unconfirmed = _unconfirmed(have, empty, last_written, pending) & to_write
     return Plan(
         changes=changes,
+        unconfirmed=pd.DataFrame(
+            {"fields": edited_since(pending.reindex(desired.index), live)[unconfirmed]}
+            if unconfirmed.any()
+            else {"fields": []}
+        ),
         manual_edits=manual_edits,
         unchanged=int((~changed).sum()),
         total=len(desired),
@@ -171,6 +181,25 @@ def _edits(
     edited = ~empty & ~matches
     edited_fields = _field_lists(_differs(have, reference, COMPARED_FIELDS).where(edited, False))
     return edited, edited_fields
+
+
+def _unconfirmed(
+    have: pd.DataFrame, empty: pd.Series, last_written: pd.DataFrame | None, pending: pd.DataFrame | None
+) -> pd.Series:
+    """Live equals what we last confirmed writing, not what a stopped run was writing (pending)."""
+    index = have.index
+    if last_written is None or pending is None or not len(last_written) or not len(pending):
+        return pd.Series(False, index=index)
+    ours, pend = normalise(last_written.reindex(index)), normalise(pending.reindex(index))
+    has_w = ours[list(COMPARED_FIELDS)].notna().any(axis=1)
+    has_p = pend[list(COMPARED_FIELDS)].notna().any(axis=1)
+    return (
+        has_w
+        & has_p
+        & ~empty
+        & ~_differs(have, ours, COMPARED_FIELDS).any(axis=1)
+        & _differs(have, pend, COMPARED_FIELDS).any(axis=1)
+    )
 
 
 def _field_lists(flags: pd.DataFrame) -> pd.Series:

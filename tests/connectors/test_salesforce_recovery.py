@@ -42,15 +42,12 @@ def queries(sb: Sandbox, label: str = "sf.query") -> int:
     return sb.calls.snapshot().get(label, 0)
 
 
-@pytest.fixture(scope="module")
-def book():
-    """300 accounts, REST query batches of 100: a pull is one query and two queryMore calls."""
-    with Sandbox(accounts=N, seed=7, page_size=100) as sb:
-        yield sb
+book = base.book  # 300 accounts, REST query batches of 100: a pull is one query and two queryMore calls
 
 
 @pytest.fixture
 def org(book):
+    """The shared org, with faults, counters and (unlike the base module's) sessions reset."""
     book.faults.clear()
     book.calls.reset()
     book.sf.reset_sessions()

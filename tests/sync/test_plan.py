@@ -143,3 +143,18 @@ def test_normalise_renders_scores_as_integers():
     out = normalise(frame({"a": row(score="42.4"), "b": row(score=None)}))
     assert out.loc["a", "fit_score"] == "42"
     assert pd.isna(out.loc["b", "fit_score"])
+
+
+def test_our_previous_value_under_an_unconfirmed_write_is_rewritten_and_listed():
+    # A run stopped with tier A pending; the CRM holds our previous D (the batch never landed, or a rep set
+    # D back by hand: the two look the same). It is written again, and listed so a person can tell.
+    ours = frame({"a": row(score=10, tier="D"), "b": row(score=10, tier="D")})
+    pending = frame({"a": row(score=80, tier="A"), "b": row(score=80, tier="A")})
+    live = frame({"a": row(score=10, tier="D"), "b": row(score=80, tier="A")})
+    result = plan(
+        frame({"a": row(score=80, tier="A"), "b": row(score=80, tier="A")}), live, ours, pending=pending
+    )
+    assert list(result.changes.index) == ["a"] and result.manual_edits.empty
+    assert (
+        list(result.unconfirmed.index) == ["a"] and result.unconfirmed.loc["a", "fields"] == "fit_score,tier"
+    )

@@ -36,12 +36,6 @@ CONFIG = '[crm]\nkind = "salesforce"\n[sync]\nlookback_minutes = 0\n'
 
 
 @pytest.fixture
-def sb():
-    with Sandbox(accounts=N_ACCOUNTS, seed=7, with_icp_fields=True) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
 def setup(tmp_path, sb, learned_profile):
     shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
     path = tmp_path / "icp.toml"

@@ -110,6 +110,9 @@ class Connector(Protocol):
     write_calls: int
     #: the one retry policy every call goes through; `policy.retries` counts the retries made
     policy: RetryPolicy
+    #: the CRM's clock as of its latest answer (e.g. the HTTP Date header), or None if it never said: read
+    #: before a pull, it bounds from below the timestamp of any change made after the pull began
+    server_time: pd.Timestamp | None
 
     def usage(self) -> Usage | None:
         """Today's API usage and limit, or None when the CRM does not say."""
@@ -124,7 +127,12 @@ class Connector(Protocol):
         ...
 
     def count_accounts(
-        self, *, since: pd.Timestamp | None = None, ids: Sequence[str] | None = None, where: str | None = None
+        self,
+        *,
+        since: pd.Timestamp | None = None,
+        ids: Sequence[str] | None = None,
+        where: str | None = None,
+        skip_own_writes: bool = False,
     ) -> int:
         """How many accounts `iter_accounts` with the same filters would yield."""
         ...
@@ -137,20 +145,27 @@ class Connector(Protocol):
         where: str | None = None,
         total: int | None = None,
         report: ParseReport | None = None,
+        skip_own_writes: bool = False,
     ) -> Iterator[pd.DataFrame]:
         """Canonical account pages, oldest change first: modified at or after `since` (None: all), or these
         `ids`, or matching `where` (the CRM's own filter syntax). Each page has the canonical columns, any
         mapped custom ones, `live_<logical>` for every owned field and `_modstamp`. `total` (from
-        `count_accounts`) lets the connector pick its bulk path. Unreadable values go into `report`."""
+        `count_accounts`) lets the connector pick its bulk path. Unreadable values go into `report`.
+        `skip_own_writes` leaves out records whose last change was made by the user this connector runs
+        as (our own writes); it sees the last writer only, so the engine pulls by id what a write of ours
+        may have covered (docs/architecture.md, "Incremental pulls")."""
         ...
 
     def iter_deals(self, *, report: ParseReport | None = None) -> Iterator[pd.DataFrame]:
-        """Closed deals as canonical pages (`DEAL_SCHEMA`), with `is_won` / `is_closed` decided."""
+        """Closed deals as canonical pages (`DEAL_SCHEMA`), with `is_won` / `is_closed` decided. The connector
+        sizes the pull itself (there is no `count_deals`) and picks its bulk path from that, as it does for
+        accounts with `total`."""
         ...
 
-    def read_owned(self, ids: Sequence[str]) -> pd.DataFrame:
+    def read_owned(self, ids: Sequence[str], *, with_modstamp: bool = False) -> pd.DataFrame:
         """The owned fields' values the CRM holds now for `ids` (index = record id, logical columns), read
-        right before a batch overwrites them; deleted or unknown ids are simply absent."""
+        right before a batch overwrites them; deleted or unknown ids are simply absent. `with_modstamp`
+        adds `_modstamp`, the record's change timestamp now (as `iter_accounts` gives it)."""
         ...
 
     def batch_size(self, n_changes: int) -> int:

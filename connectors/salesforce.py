@@ -9,12 +9,14 @@ classification of every Salesforce error for the one retry policy.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote_plus, urlparse
 
@@ -75,7 +77,12 @@ USABLE_TYPES = {
 RETRYABLE_CODES = {"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "QUERY_TIMEOUT"}
 ID_RE = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 COLLECTION_SIZE = 200
-BULK_UPLOAD_BYTES = 90_000_000  # CSV per ingest job (Salesforce takes 100 MB per upload, SDK checks it)
+# Bulk API 2.0 ingest, per upload (= per job: one upload each). Salesforce takes at most 150 MB once it has
+# base64-encoded the upload, i.e. 100 MB of raw CSV; simple-salesforce refuses more than 100 MiB
+# (`MAX_INGEST_JOB_FILE_SIZE`, 104,857,600 bytes) before sending. We measure the exact bytes we send.
+BULK_UPLOAD_MAX_BYTES = 100_000_000  # the highest `bulk_upload_bytes` the config accepts (the vendor's limit)
+BULK_UPLOAD_MIN_BYTES = 10_000  # the lowest (small uploads are for rehearsals against the sandbox)
+BULK_RENDER_ROWS = 50_000  # changes rendered to CSV lines at a time (memory: one block's lines at most)
 BULK_POLL_MAX_S = 5.0  # the poll interval grows from `bulk_poll_s` up to this
 BULK_WAIT_S = 24 * 3600  # a job not final after this long is left to the next run's `settle_job`
 BULK_FINAL_STATES = ("JobComplete", "Failed", "Aborted")
@@ -91,9 +98,23 @@ class SalesforceSettings:
     api_version: str = "59.0"
     domain: str = "login"  # login | test | a My Domain such as acme.my
     bulk_threshold: int = 2000  # changed records above which writes go through Bulk API 2.0
-    bulk_query_threshold: int = 200_000  # accounts above which pulls go through Bulk API 2.0 query
+    bulk_query_threshold: int = 200_000  # accounts (or deals) above which pulls go through Bulk API 2.0 query
+    # One Bulk API 2.0 job's upload, in bytes of CSV exactly as sent (header, quoting, LF line ends): 10%
+    # under the vendor's 100 MB of raw CSV, so a retried upload or a byte counted differently never hits it.
+    bulk_upload_bytes: int = 90_000_000
+    # Records per Bulk API 2.0 job. Salesforce cuts each job into internal batches of 10,000 records plus one
+    # parent batch, out of 15,000 batches per rolling 24 h that every Bulk API client of the org shares; a
+    # multiple of 10,000 leaves no part-filled batch, and at 100,000 a million changes take 10 jobs of 11
+    # batches (110, 0.7% of the day's allocation, 10 more than one job would). What the cap buys: each job's
+    # three result lists come back whole in one response (the SDK reads them into memory), ~30 MB at 100,000
+    # records instead of ~300 MB; a retried upload resends at most that much; and a run killed mid-write
+    # leaves at most one job of 100,000 records for the next run to settle.
+    bulk_job_records: int = 100_000
     timeout_s: float = 60.0
     quota_floor: int = 1000  # stop before pulling when fewer API calls than this are left today
+    # Incremental pulls leave out records whose last change is this integration user's (our own writes);
+    # false for an org whose integration user other tools share, whose changes must then be pulled.
+    skip_own_writes: bool = True
     fields: dict[str, str] = field(default_factory=lambda: default_names("salesforce"))  # logical -> name
     account_columns: dict[str, str] = field(default_factory=dict)  # canonical/custom name -> SF field
     # Not in the config file:
@@ -214,6 +235,9 @@ class SalesforceConnector:
         self._session = self._make_session()
         self._usage: Usage | None = None
         self._account_fields: dict[str, dict] | None = None  # from the last describe
+        self._own_user_id: str | None = None  # the user this session runs as, learned once (`own_user_id`)
+        #: Salesforce's clock as of its latest answer (the HTTP Date header, to the second), or None
+        self.server_time: pd.Timestamp | None = None
 
     def __repr__(self) -> str:  # never the secrets
         return f"SalesforceConnector(mode={self.mode!r}, api_version={self.settings.api_version!r})"
@@ -222,6 +246,7 @@ class SalesforceConnector:
     def _make_session(self) -> requests.Session:
         s = self.settings
         session = _Session(s.timeout_s)
+        session.hooks["response"].append(self._note_server_time)
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8)
         session.mount("https://", adapter)
         if s.ca_bundle:
@@ -304,6 +329,52 @@ class SalesforceConnector:
         if isinstance(exc, requests.RequestException):
             return CrmError(f"cannot log in to Salesforce: {type(exc).__name__}")
         return None
+
+    def _note_server_time(self, response: requests.Response, *args, **kwargs) -> None:
+        """Every answer's Date header (RFC 9110: the origin server's clock, whole seconds, rounded down):
+        the job reads it before pulling as a lower bound, on Salesforce's clock, for any later change."""
+        date = response.headers.get("Date")
+        if date:
+            with contextlib.suppress(TypeError, ValueError):  # an unreadable date tells us nothing
+                self.server_time = pd.Timestamp(parsedate_to_datetime(date)).tz_convert("UTC")
+
+    def own_user_id(self) -> str:
+        """The Id of the user this session runs as (our own writes carry it in LastModifiedById), learned
+        once per connector: one API call, a second only when the first way cannot tell.
+
+        The SDK keeps no user id from any login (docs/reference B4). A username/password login asks SOQL
+        for the User by its Username; the OAuth flows (JWT, client credentials) and a given session token
+        ask the OpenID Connect `userinfo` endpoint, falling back to the Username query when a username is
+        set and userinfo does not answer with one (a token without the `openid`/`id` scope, say)."""
+        if self._own_user_id is None:
+            username = self._secrets.get("SF_USERNAME")
+            found = None if self.mode == "password" else self._user_id_from_userinfo()
+            if found is None and username:
+                found = self._user_id_by_username(username)
+            if found is None:
+                raise CrmError(
+                    f"cannot tell which Salesforce user icp-sync runs as ({self.mode} login): the userinfo "
+                    "endpoint gave no user_id and no SF_USERNAME is set. Set SF_USERNAME to the integration "
+                    "user's username, or set [salesforce] skip_own_writes = false (incremental pulls then "
+                    "include our own writes)"
+                )
+            self._own_user_id = found
+        return self._own_user_id
+
+    def _user_id_from_userinfo(self) -> str | None:
+        try:
+            info = self._call("userinfo", lambda: self.sf.oauth2("userinfo"))
+        except (QuotaExhausted, AuthFailed):
+            raise
+        except CrmError:  # refused (no openid/id scope, a session id it does not take): try the username
+            return None
+        user_id = info.get("user_id") if isinstance(info, Mapping) else None
+        return str(user_id) if user_id and ID_RE.match(str(user_id)) else None
+
+    def _user_id_by_username(self, username: str) -> str | None:
+        soql = f"SELECT Id FROM User WHERE Username = {soql_quote(username)}"
+        records = self._call("user id", lambda: self.sf.query(soql)).get("records") or []
+        return str(records[0]["Id"]) if records else None
 
     def _scrub(self, text: str) -> str:
         """`text` with any of our secrets' values blanked out (a vendor message should never echo one)."""
@@ -505,7 +576,9 @@ class SalesforceConnector:
     def read_fields(self) -> dict[str, str]:
         return {**ACCOUNT_FIELDS, **self.settings.account_columns}
 
-    def _account_soql(self, *, since=None, ids=None, where=None, count=False, after=None) -> str:
+    def _account_soql(
+        self, *, since=None, ids=None, where=None, count=False, after=None, skip_own_writes=False
+    ) -> str:
         # Owned fields not created yet (before `icp fields --apply`) are left out, so learning and scoring
         # work on a fresh org; their live values then read as empty. The job's preflight requires them all.
         present = self._account_fields if self._account_fields is not None else self.describe_account()
@@ -518,6 +591,11 @@ class SalesforceConnector:
             clauses.append(f"Id IN ({', '.join(soql_quote(i) for i in check_ids(ids))})")
         if where:
             clauses.append(f"({where})")
+        if skip_own_writes:
+            # Records whose last change is our own write (docs/reference B4). SystemModstamp stays the
+            # indexed range; this only thins it. It sees the last writer only: a rep's change that our write
+            # then covered is pulled by id instead (the job's `recheck`, see docs/architecture.md).
+            clauses.append(f"LastModifiedById != {soql_quote(self.own_user_id())}")
         if after is not None:
             # Resume after the record last received, on the ORDER BY (SystemModstamp, Id) position.
             stamp, last_id = soql_datetime(after[0]), soql_quote(after[1])
@@ -526,11 +604,12 @@ class SalesforceConnector:
         tail = "" if count else " ORDER BY SystemModstamp, Id"
         return head + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + tail
 
-    def _id_chunks(self, ids, *, since=None, where=None) -> list[list[str]]:
+    def _id_chunks(self, ids, *, since=None, where=None, skip_own_writes=False) -> list[list[str]]:
         """`ids` split so that each `Id IN (...)` query, URL-encoded as the GET sends it, stays within
         `MAX_QUERY_CHARS` (Salesforce answers 414 to a longer URI): however many ids, every query fits."""
         ids = check_ids(list(ids))
-        base = len(quote_plus(self._account_soql(since=since, ids=[], where=where)))
+        soql = self._account_soql(since=since, ids=[], where=where, skip_own_writes=skip_own_writes)
+        base = len(quote_plus(soql))
         room = max(MAX_QUERY_CHARS - base, 1)
         chunks: list[list[str]] = []
         chunk: list[str] = []
@@ -546,16 +625,19 @@ class SalesforceConnector:
             chunks.append(chunk)
         return chunks
 
-    def count_accounts(self, *, since=None, ids=None, where=None) -> int:
+    def count_accounts(self, *, since=None, ids=None, where=None, skip_own_writes=False) -> int:
+        skip = skip_own_writes
         if ids is not None:
             return sum(
-                self._count_accounts(since=since, ids=chunk, where=where)
-                for chunk in self._id_chunks(ids, since=since, where=where)
+                self._count_accounts(since=since, ids=chunk, where=where, skip_own_writes=skip)
+                for chunk in self._id_chunks(ids, since=since, where=where, skip_own_writes=skip)
             )
-        return self._count_accounts(since=since, where=where)
+        return self._count_accounts(since=since, where=where, skip_own_writes=skip)
 
-    def _count_accounts(self, *, since=None, ids=None, where=None) -> int:
-        soql = self._account_soql(since=since, ids=ids, where=where, count=True)
+    def _count_accounts(self, *, since=None, ids=None, where=None, skip_own_writes=False) -> int:
+        soql = self._account_soql(
+            since=since, ids=ids, where=where, count=True, skip_own_writes=skip_own_writes
+        )
         return int(self._call("count accounts", lambda: self.sf.query(soql))["totalSize"])
 
     def iter_accounts(
@@ -566,24 +648,32 @@ class SalesforceConnector:
         where=None,
         total: int | None = None,
         report: ParseReport | None = None,
+        skip_own_writes: bool = False,
         page_size: int = 2000,
     ) -> Iterator[pd.DataFrame]:
         """Canonical account pages (plus `live_<field>` owned values and `_modstamp`), oldest change first
-        (within each chunk of `ids`: many ids go in as many queries as keep each within the URL limit)."""
+        (within each chunk of `ids`: many ids go in as many queries as keep each within the URL limit).
+        `skip_own_writes`: leave out records whose last change is this session's user's."""
+        skip = skip_own_writes
         if ids is not None:
-            chunks = self._id_chunks(ids, since=since, where=where)
+            chunks = self._id_chunks(ids, since=since, where=where, skip_own_writes=skip)
             if len(chunks) != 1:
                 for chunk in chunks:
                     yield from self.iter_accounts(
-                        since=since, ids=chunk, where=where, page_size=page_size, report=report
+                        since=since,
+                        ids=chunk,
+                        where=where,
+                        page_size=page_size,
+                        report=report,
+                        skip_own_writes=skip,
                     )
                 return
             ids = chunks[0]
-        soql = self._account_soql(since=since, ids=ids, where=where)
+        soql = self._account_soql(since=since, ids=ids, where=where, skip_own_writes=skip)
 
         def resume(last: dict) -> str:
             after = (pd.Timestamp(last["SystemModstamp"]), last["Id"])
-            return self._account_soql(since=since, ids=ids, where=where, after=after)
+            return self._account_soql(since=since, ids=ids, where=where, after=after, skip_own_writes=skip)
 
         try:
             if total is not None and total > self.settings.bulk_query_threshold:
@@ -599,20 +689,34 @@ class SalesforceConnector:
             raise CrmError(f"Salesforce rejected the account query: {_error_text(exc)}") from None
 
     def iter_deals(self, *, report: ParseReport | None = None) -> Iterator[pd.DataFrame]:
-        """Closed opportunities as canonical deals, page by page."""
+        """Closed opportunities as canonical deals, page by page. One `SELECT COUNT()` sizes the pull: up to
+        `bulk_query_threshold` deals come in REST pages of 2,000 (ordered by Id, so a lost cursor resumes
+        after the last page), more through one Bulk API 2.0 query job, whose result pages (50,000 rows)
+        go straight from CSV into frames."""
         fields = ", ".join(OPPORTUNITY_FIELDS.values())
+        where = "IsClosed = true AND AccountId != null"
+        total = self._call(
+            "count deals", lambda: self.sf.query(f"SELECT COUNT() FROM Opportunity WHERE {where}")
+        )["totalSize"]
+        if int(total) > self.settings.bulk_query_threshold:
+            # no ORDER BY: nothing downstream reads deals in order, and the server need not sort an extract
+            pages = self._bulk_query(f"SELECT {fields} FROM Opportunity WHERE {where}")
+        else:
 
-        def soql(after: str = "") -> str:
-            return (
-                f"SELECT {fields} FROM Opportunity WHERE IsClosed = true AND AccountId != null{after} "
-                "ORDER BY Id"
+            def soql(after: str = "") -> str:
+                return f"SELECT {fields} FROM Opportunity WHERE {where}{after} ORDER BY Id"
+
+            pages = (
+                pd.DataFrame.from_records(page)
+                for page in self._rest_pages(
+                    soql(), 2000, resume=lambda last: soql(f" AND Id > {soql_quote(last['Id'])}")
+                )
             )
-
-        pages = self._rest_pages(
-            soql(), 2000, resume=lambda last: soql(f" AND Id > {soql_quote(last['Id'])}")
-        )
-        for page in pages:
-            yield self._to_deals(pd.DataFrame.from_records(page), report)
+        try:
+            for page in pages:
+                yield self._to_deals(page, report)
+        except SalesforceMalformedRequest as exc:
+            raise CrmError(f"Salesforce rejected the deal query: {_error_text(exc)}") from None
 
     def _rest_pages(
         self, soql: str, page_size: int, *, resume: Callable[[dict], str] | None = None
@@ -710,11 +814,15 @@ class SalesforceConnector:
             report.merge(found)
         return out
 
-    def read_owned(self, ids) -> pd.DataFrame:
-        """The owned fields as the org holds them now, by id (index), logical names as columns."""
+    def read_owned(self, ids, *, with_modstamp: bool = False) -> pd.DataFrame:
+        """The owned fields as the org holds them now, by id (index), logical names as columns; with
+        `with_modstamp`, also `_modstamp` (SystemModstamp now: later than the pulled one means someone
+        touched the record since the pull)."""
         owned = self.settings.owned
         present = self._account_fields if self._account_fields is not None else self.describe_account()
         names = {spec.name: logical for logical, spec in owned.items() if spec.name in present}
+        if with_modstamp:
+            names["SystemModstamp"] = "_modstamp"
         frames = []
         # chunked as the account pulls are (the account query is the longer one, so these fit too)
         for chunk in self._id_chunks(dict.fromkeys(ids)):
@@ -723,13 +831,17 @@ class SalesforceConnector:
                 frames.append(pd.DataFrame.from_records(page))
         out = pd.DataFrame(columns=["Id", *names]) if not frames else pd.concat(frames, ignore_index=True)
         out = out.set_index(out["Id"].astype(str)).drop(columns="Id").rename(columns=names)
+        stamps = out["_modstamp"] if with_modstamp else None
         out = out.reindex(columns=list(owned)).replace("", pd.NA).astype("string")
+        if stamps is not None:
+            out["_modstamp"] = pd.to_datetime(stamps, utc=True, format="mixed")
         out.index.name = None
         return out
 
     # -- writes ---------------------------------------------------------------------------------------
     def batch_size(self, n_changes: int) -> int:
-        """One Bulk API 2.0 job for the lot above `bulk_threshold`, else one Collections call per 200."""
+        """The lot above `bulk_threshold` (one write, as many Bulk API 2.0 jobs as `_bulk_uploads` cuts),
+        else one Collections call per 200."""
         return max(n_changes, 1) if n_changes > self.settings.bulk_threshold else COLLECTION_SIZE
 
     def write(
@@ -806,8 +918,9 @@ class SalesforceConnector:
     def _write_bulk(
         self, changes: pd.DataFrame, on_job: Callable[[str], None] | None
     ) -> Iterator[list[WriteResult]]:
-        """One ingest job per upload (below 100 MB of CSV): create it, report its id, upload, close, wait
-        for it, read its results; each job's records come back as one batch."""
+        """One ingest job per upload (`_bulk_uploads`: within `bulk_upload_bytes` and `bulk_job_records`),
+        one after the other: create it, report its id, upload, close, wait for it, read its results; each
+        job's records come back as one batch before the next job is created."""
         for ids, data in self._bulk_uploads(changes):
             job_id = self._call(
                 "bulk update (create job)", lambda: self._bulk_client().create_job(Operation.update)
@@ -849,36 +962,40 @@ class SalesforceConnector:
 
     def _bulk_uploads(self, changes: pd.DataFrame) -> Iterator[tuple[list[str], str]]:
         """The changes as Bulk API 2.0 CSV (Id, then the owned fields' API names; `#N/A` clears a value),
-        cut into uploads of at most BULK_UPLOAD_BYTES: (the record ids, the CSV text)."""
+        cut into uploads of at most `bulk_upload_bytes` bytes and `bulk_job_records` records: (the record
+        ids, the CSV text). The bytes counted are exactly those sent: each line as the csv module writes it
+        (quotes where needed, inner quotes doubled, LF), UTF-8 encoded, plus the header every upload repeats.
+        A record whose line does not fit an upload even alone is a CrmError naming it, raised before the
+        upload it would have joined (the uploads before it have been written by then)."""
+        limit, per_job = self.settings.bulk_upload_bytes, self.settings.bulk_job_records
         owned = self.settings.owned
         columns = [c for c in changes.columns if c in owned]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")  # comma, LF, quotes only where needed
-
-        def csv_line(cells: list[str]) -> str:
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerow(cells)
-            return buffer.getvalue()
-
-        header = csv_line(["Id", *(owned[c].name for c in columns)])
+        lines: list[str] = []
+        writer = csv.writer(_LineSink(lines), lineterminator="\n")  # comma, LF, quotes only where needed
+        writer.writerow(["Id", *(owned[c].name for c in columns)])
+        header = lines.pop()
+        head = len(header.encode())
         ids: list[str] = []
-        lines: list[str] = [header]
-        size = len(header.encode())
-        for rid, row in zip(changes.index, changes[columns].itertuples(index=False), strict=True):
-            cells = [str(rid)]
-            for logical, value in zip(columns, row, strict=True):
-                v = _sf_value(logical, value)
-                cells.append("#N/A" if v is None else str(v))
-            line = csv_line(cells)
-            if ids and size + len(line.encode()) > BULK_UPLOAD_BYTES:
-                yield ids, "".join(lines)
-                ids, lines, size = [], [header], len(header.encode())
-            ids.append(str(rid))
-            lines.append(line)
-            size += len(line.encode())
+        upload, size = [header], head
+        for start in range(0, len(changes), BULK_RENDER_ROWS):
+            block = changes.iloc[start : start + BULK_RENDER_ROWS]
+            block_ids = list(map(str, block.index.tolist()))
+            writer.writerows(zip(block_ids, *(_bulk_cells(block[c], c) for c in columns), strict=True))
+            for rid, line, n in zip(block_ids, lines, map(len, map(str.encode, lines)), strict=True):
+                if head + n > limit:
+                    raise CrmError(
+                        f"the Bulk API 2.0 row of record {rid} is {n:,} bytes ({head + n:,} with the CSV "
+                        f"header), more than one upload may hold ([salesforce] bulk_upload_bytes = {limit:,})"
+                    )
+                if size + n > limit or len(ids) >= per_job:
+                    yield ids, "".join(upload)
+                    ids, upload, size = [], [header], head
+                ids.append(rid)
+                upload.append(line)
+                size += n
+            lines.clear()
         if ids:
-            yield ids, "".join(lines)
+            yield ids, "".join(upload)
 
     def _bulk_job(self, job_id: str) -> dict | None:
         """The job's info, or None when Salesforce answers 404 (no such job, or purged)."""
@@ -1002,6 +1119,26 @@ def _sf_value(logical: str, value: Any) -> Any:
     if logical == "fit_score":
         return int(value)
     return str(value)
+
+
+def _bulk_cells(values: pd.Series, logical: str) -> list[str]:
+    """One owned column as Bulk API 2.0 CSV cells, a column at a time: the text of `_sf_value` (the score
+    as a whole number, anything else as `str` gives it), `#N/A` (clear the field) where the value is missing."""
+    missing = values.isna().to_numpy()
+    if logical == "fit_score":
+        return ["#N/A" if m else str(int(v)) for v, m in zip(values.tolist(), missing, strict=True)]
+    cells = values.astype(str).tolist()
+    for i in missing.nonzero()[0]:
+        cells[i] = "#N/A"
+    return cells
+
+
+class _LineSink:
+    """A file for `csv.writer` that keeps each row as one string: the writer renders a whole row (its line
+    terminator included) and hands it to `write` in one call, so each row's exact text can be measured."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.write = lines.append
 
 
 def _error_codes(exc: SalesforceError) -> set[str]:

@@ -14,6 +14,7 @@ import threading
 import click
 
 from sandbox.faults import Faults, FaultSpecError
+from sandbox.salesforce.bulk2 import MAX_UPLOAD_BYTES
 from sandbox.server import Sandbox, SandboxOptions
 
 
@@ -56,10 +57,18 @@ def _check_faults(ctx: click.Context, param: click.Parameter, value: str | None)
 )
 @click.option("--with-fields", is_flag=True, help="Create the ICP custom fields/properties up front.")
 @click.option(
+    "--bulk-upload-limit",
+    type=click.IntRange(1),
+    default=MAX_UPLOAD_BYTES,
+    show_default=True,
+    metavar="BYTES",
+    help="Largest Bulk API 2.0 upload accepted (Salesforce's limit); lower it to rehearse split uploads.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON line with the connection details once ready."
 )
 @click.option("--log-requests", is_flag=True, help="Log every request to stderr.")
-def serve(port, accounts, seed, db, faults, with_fields, as_json, log_requests) -> None:
+def serve(port, accounts, seed, db, faults, with_fields, bulk_upload_limit, as_json, log_requests) -> None:
     """Serve a local Salesforce- and HubSpot-compatible CRM seeded with a sample book."""
     options = SandboxOptions(
         accounts=accounts,
@@ -69,6 +78,7 @@ def serve(port, accounts, seed, db, faults, with_fields, as_json, log_requests) 
         hubspot_port=port + 1 if port else 0,
         faults=faults,
         with_icp_fields=with_fields,
+        salesforce_bulk_upload_bytes=bulk_upload_limit,
         log_requests=log_requests,
     )
     stop = threading.Event()
@@ -120,6 +130,8 @@ def _summary(sandbox: Sandbox) -> str:
     ]
     if o.faults:
         lines.append(f"Faults            {o.faults}")
+    if o.salesforce_bulk_upload_bytes != MAX_UPLOAD_BYTES:
+        lines.append(f"Bulk uploads      at most {o.salesforce_bulk_upload_bytes:,} bytes each")
     lines += ["", "Press Ctrl-C to stop."]
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 
 from sandbox.book import generate_book
 from sandbox.faults import Faults
+from sandbox.salesforce.bulk2 import MAX_UPLOAD_BYTES
 
 
 class Database:
@@ -139,6 +140,9 @@ class SandboxOptions:
     hubspot_rate_limit: int = 100  # requests per window (private app, Free/Starter)
     hubspot_rate_window_s: float = 10.0
     salesforce_daily_limit: int = 5_000_000  # the "total" of Sforce-Limit-Info api-usage
+    # Bytes one Bulk API 2.0 upload may carry; above it the upload is refused (400). Salesforce's and the
+    # SDK's limit by default; tests lower it to need several jobs without a 100 MB upload.
+    salesforce_bulk_upload_bytes: int = MAX_UPLOAD_BYTES
     hubspot_daily_limit: int = 1_000_000
     faults: str | None = None  # a --faults spec
     log_requests: bool = False  # one line per request on stderr (werkzeug's access log)
@@ -208,6 +212,7 @@ class Sandbox:
         o = self.options
         logging.getLogger("werkzeug").setLevel(logging.INFO if o.log_requests else logging.WARNING)
         self.sf = SalesforceApp(self.db, self.faults, self.calls, o)
+        self.sf.bulk2.upload_limit = o.salesforce_bulk_upload_bytes
         self.hs = HubSpotApp(self.db, self.faults, self.calls, o)
         if self.sf.is_empty() or self.hs.is_empty():
             book = generate_book(o.accounts, seed=o.seed)

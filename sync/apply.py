@@ -27,6 +27,9 @@ class ApplyResult:
     edited_during_run: list[dict] = field(default_factory=list)
     rereads: int = 0  # records re-read right before an overwrite
     reread_calls: int = 0  # the API calls those re-reads took
+    # records someone touched between our pull and our write: written, and kept in state (`recheck`) for the
+    # next incremental run to pull by id, since our write now hides that change from a pull that skips ours
+    recheck: int = 0
 
 
 def apply_changes(
@@ -37,6 +40,8 @@ def apply_changes(
     run_id: int,
     *,
     live: pd.DataFrame | None = None,
+    pulled: pd.Series | None = None,
+    touched_since: pd.Timestamp | None = None,
     progress: bool = False,
     result: ApplyResult | None = None,
 ) -> ApplyResult:
@@ -46,7 +51,16 @@ def apply_changes(
 
     With `live` (the values the plan was made from), each batch's overwrites are re-read right before it is
     sent, and a record whose owned fields moved since the pull is left alone and reported: a rep edited it
-    while this run was working. First fills are not re-read (there is no value to lose)."""
+    while this run was working. First fills are not re-read (there is no value to lose).
+
+    With `pulled` (each record's change timestamp as pulled; give it when the next incremental pull skips
+    our own writes), a record someone touched since the pull, in any field, is written and its id kept in
+    state (`recheck`) before the batch is sent, so the next run pulls it by id. Overwrites are told by the
+    re-read's timestamp; first fills by one query for the records others changed since `touched_since` (the
+    CRM's clock before the pull began, less the lookback), or when that is unknown by re-reading them too.
+    What no check before the write can see: a change landing between this check and the CRM applying the
+    record (one Collections call; for a Bulk API 2.0 job, until the job reaches the record), which our
+    write then covers. docs/architecture.md ("Incremental pulls") states that window."""
     result = result if result is not None else ApplyResult()
     if changes.empty:
         return result
@@ -59,12 +73,19 @@ def apply_changes(
     with progress_bar(progress, len(values), "writing") as bar:
         for start in range(0, len(values), size):
             chunk = values.iloc[start : start + size]
+            touched: list[str] = []
             if live is not None:
-                kept = _without_edits_since_the_pull(connector, chunk, updates, live, result)
+                kept, touched = _without_edits_since_the_pull(
+                    connector, chunk, updates, live, result, pulled, touched_since
+                )
                 bar.update(len(chunk) - len(kept))
                 chunk = kept
             if chunk.empty:
                 continue
+            if touched:  # committed before the batch goes: a run that dies after sending it keeps them
+                result.recheck += state.add_recheck(
+                    key, touched, run_id, "changed between our pull and our write"
+                )
             state.mark_pending(key, chunk, run_id)
             for batch in connector.write(chunk, on_job=jobs.started):
                 _book(state, key, chunk, batch, run_id, result)
@@ -74,21 +95,53 @@ def apply_changes(
 
 
 def _without_edits_since_the_pull(
-    connector: Connector, chunk: pd.DataFrame, updates: pd.Series, live: pd.DataFrame, result: ApplyResult
-) -> pd.DataFrame:
-    ids = chunk.index[updates.reindex(chunk.index, fill_value=False).to_numpy(dtype=bool)]
-    if not len(ids):
-        return chunk
+    connector: Connector,
+    chunk: pd.DataFrame,
+    updates: pd.Series,
+    live: pd.DataFrame,
+    result: ApplyResult,
+    pulled: pd.Series | None = None,
+    touched_since: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The batch without the overwrites whose owned fields moved since the pull (reported), and the ids of
+    the records it still writes that someone touched since the pull (with `pulled` only)."""
+    is_update = updates.reindex(chunk.index, fill_value=False).to_numpy(dtype=bool)
+    ids = chunk.index[is_update]
+    fills = chunk.index[~is_update]
+    watch = pulled is not None
+    # Without the CRM's clock to query from, first fills are re-read by id too (for their timestamps only).
+    reread = ids if not watch or touched_since is not None else chunk.index
+    stamps: list[pd.Series] = []
+    moved = pd.Series(dtype="object")
     calls = connector.api_calls
-    now = connector.read_owned([str(i) for i in ids])
-    result.rereads += len(ids)
+    if len(reread):
+        now = connector.read_owned([str(i) for i in reread], with_modstamp=watch)
+        result.rereads += len(reread)
+        if watch:
+            stamps.append(now.pop("_modstamp"))
+        now = now[now.index.isin(ids)]
+        moved = edited_since(live.reindex(now.index), now)
+        moved = moved[moved != ""]
+    if watch and touched_since is not None and len(fills):
+        for page in connector.iter_accounts(since=touched_since, skip_own_writes=True):
+            stamps.append(page.set_index(page["id"].astype(str))["_modstamp"])
     result.reread_calls += connector.api_calls - calls
-    moved = edited_since(live.reindex(now.index), now)
-    moved = moved[moved != ""]
-    if moved.empty:
-        return chunk
-    result.edited_during_run += [{"record_id": rid, "fields": fields} for rid, fields in moved.items()]
-    return chunk.drop(index=moved.index)
+    if not moved.empty:
+        result.edited_during_run += [{"record_id": rid, "fields": fields} for rid, fields in moved.items()]
+        chunk = chunk.drop(index=moved.index)
+    if not watch:
+        return chunk, []
+    return chunk, touched_since_the_pull(chunk.index, stamps, pulled)
+
+
+def touched_since_the_pull(ids: pd.Index, stamps: list[pd.Series], pulled: pd.Series) -> list[str]:
+    """Of `ids`, those whose change timestamp now (`stamps`, by id) is later than the one pulled."""
+    now = pd.concat(stamps) if stamps else pd.Series(dtype="datetime64[ns, UTC]")
+    now = pd.to_datetime(now, utc=True)
+    now = now[~now.index.duplicated(keep="last")]
+    now = now[now.index.isin(ids)]
+    then = pd.to_datetime(pulled.reindex(now.index), utc=True)
+    return [str(i) for i in now.index[(now > then).to_numpy(dtype=bool)]]
 
 
 def _book(state: State, key: str, chunk: pd.DataFrame, batch, run_id: int, result: ApplyResult) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from connectors.owned import OWNED_FIELDS
-from connectors.salesforce import SalesforceSettings
+from connectors.salesforce import BULK_UPLOAD_MAX_BYTES, BULK_UPLOAD_MIN_BYTES, SalesforceSettings
 from scoring.aggregates import REFERRAL_SOURCES
 from scoring.club import CLUB_SIZE, DEFAULT_CRITERIA, MIN_CRITERIA, Criterion, criteria_from_config
 from scoring.errors import ScoringError
@@ -183,8 +183,17 @@ KEYS: tuple[Key, ...] = (
     Key("salesforce.domain", "str", SF.domain),
     Key("salesforce.bulk_threshold", "int", SF.bulk_threshold, low=1),
     Key("salesforce.bulk_query_threshold", "int", SF.bulk_query_threshold, low=1),
+    Key(
+        "salesforce.bulk_upload_bytes",
+        "int",
+        SF.bulk_upload_bytes,
+        low=BULK_UPLOAD_MIN_BYTES,
+        high=BULK_UPLOAD_MAX_BYTES,
+    ),
+    Key("salesforce.bulk_job_records", "int", SF.bulk_job_records, low=1),
     Key("salesforce.timeout_s", "float", SF.timeout_s, low=1, high=3600),
     Key("salesforce.quota_floor", "int", SF.quota_floor, low=0),
+    Key("salesforce.skip_own_writes", "bool", SF.skip_own_writes),
     Key("sync.respect_manual_edits", "bool", SyncPolicy.respect_manual_edits),
     Key("sync.max_change_ratio", "float", SyncPolicy.max_change_ratio, low=0, high=1),
     Key("sync.lookback_minutes", "int", SyncPolicy.lookback_minutes, low=0, high=7 * 24 * 60),

@@ -95,12 +95,18 @@ def pull_accounts(
     where=None,
     progress=False,
     report: ParseReport | None = None,
+    skip_own_writes: bool = False,
 ) -> pd.DataFrame:
-    """Every account the filters select, as one frame; unreadable values are noted in `report`."""
-    total = connector.count_accounts(since=since, ids=ids, where=where)
+    """Every account the filters select, as one frame; unreadable values are noted in `report`.
+    `skip_own_writes` leaves out records whose last change is ours (see `Connector.iter_accounts`)."""
+    skip = skip_own_writes
+    total = connector.count_accounts(since=since, ids=ids, where=where, skip_own_writes=skip)
     frames = []
     with progress_bar(progress, total, "pulling accounts") as bar:
-        for page in connector.iter_accounts(since=since, ids=ids, where=where, total=total, report=report):
+        pages = connector.iter_accounts(
+            since=since, ids=ids, where=where, total=total, report=report, skip_own_writes=skip
+        )
+        for page in pages:
             frames.append(page)
             bar.update(len(page))
     if not frames:

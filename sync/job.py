@@ -90,6 +90,14 @@ class RunReport:
     # written again: they hold our previous value, a stopped run's newer one was never confirmed (or a rep set
     # the old one back by hand: the two look the same), listed in unconfirmed.csv
     unconfirmed_after_interrupt: int = 0
+    # whether this run's incremental pull left out records whose last change is our own write
+    # ([salesforce] skip_own_writes; full and targeted runs pull without it)
+    skip_own_writes: bool = False
+    # records pulled by id because one of our writes may hide a change from that pull: touched between an
+    # earlier run's pull and its write, or written by a run that stopped before confirming
+    rechecked: int = 0
+    # records this run saw touched between its pull and its write: kept for the next run to pull by id
+    recheck_next: int = 0
     api_calls: int = 0
     write_calls: int = 0
     retries: int = 0
@@ -122,6 +130,10 @@ def fingerprint(config: Config, profile: Profile) -> str:
         "reasons_max_len": config.reasons_max_len,
         "fields": config.salesforce.fields,
         "columns": config.salesforce.account_columns,
+        # Turning the exclusion back on must not trust writes made while it was off (they were not watched
+        # for changes they cover), so toggling it forces one full run. Absent when on: fingerprints of
+        # states written before the option existed stay valid.
+        **({} if config.salesforce.skip_own_writes else {"skip_own_writes": False}),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -196,11 +208,15 @@ def run(
         try:
             if not options.dry_run:
                 _settle(connector, state, key, run_id, report, say)
-            since = (
-                None
-                if (full or targeted)
-                else pull_since(mark, pd.Timedelta(minutes=config.sync.lookback_minutes))
-            )
+            lookback = pd.Timedelta(minutes=config.sync.lookback_minutes)
+            since = None if (full or targeted) else pull_since(mark, lookback)
+            # Our writes are watched for changes they would hide whenever the next incremental pull skips
+            # them, whatever this run's mode. The CRM's clock now (before the pull), less the lookback the
+            # cursor allows for slow commits, bounds from below any change made after the pull.
+            watch = config.salesforce.skip_own_writes and not options.dry_run
+            clock = connector.server_time
+            touched_since = clock - lookback - pd.Timedelta(seconds=1) if clock is not None else None
+            report.skip_own_writes = config.salesforce.skip_own_writes and since is not None
             found = ParseReport()
             accounts = pull_accounts(
                 connector,
@@ -209,9 +225,11 @@ def run(
                 where=options.where,
                 progress=options.progress,
                 report=found,
+                skip_own_writes=report.skip_own_writes,
             )
             if not targeted and not full:
                 accounts = _with_failed_records(connector, state, key, accounts, found)
+                accounts = _with_records_to_recheck(connector, state, key, accounts, found, report)
             report.pulled = len(accounts)
             say(f"pulled {len(accounts):,} accounts ({report.mode})")
 
@@ -219,6 +237,8 @@ def run(
                 config, connector, state, key, profile, accounts, run_id, report, found, options
             )
             if result is None:
+                if not targeted and not options.dry_run:
+                    state.finish_recheck(key, run_id)  # nothing came back for them: nothing left to check
                 return _finish(state, report, "ok", t0, connector, config)
             the_plan, desired = result
 
@@ -250,6 +270,8 @@ def run(
                 the_plan.changes,
                 run_id,
                 live=live_values(accounts),
+                pulled=accounts.set_index(accounts["id"].astype(str))["_modstamp"] if watch else None,
+                touched_since=touched_since,
                 progress=options.progress,
                 result=applied,
             )
@@ -262,7 +284,9 @@ def run(
                 new_mark = next_watermark(
                     accounts["_modstamp"], accounts["id"], started, None if full else mark, fp
                 )
-                state.set_watermark(key, new_mark, run_id)
+                # One transaction: the new watermark, and the ids earlier runs left to recheck (pulled and
+                # processed by this run) forgotten; a run that dies before it keeps both as they were.
+                state.finish_recheck(key, run_id, new_mark)
             status = "ok" if not report.failed else "ok with record failures"
             return _finish(state, report, status, t0, connector, config)
         except StateWithoutHistory as exc:
@@ -312,6 +336,31 @@ def _with_failed_records(
     if not failed:
         return accounts
     extra = pull_accounts(connector, ids=failed, report=found)
+    return pd.concat([accounts, extra], ignore_index=True) if len(accounts) else extra
+
+
+def _with_records_to_recheck(
+    connector: Connector,
+    state: State,
+    key: str,
+    accounts: pd.DataFrame,
+    found: ParseReport,
+    report: RunReport,
+) -> pd.DataFrame:
+    """An incremental pull that skips our own writes sees the last writer only, so what a write of ours may
+    cover is pulled by id: records an earlier run saw touched between its pull and its write (`recheck`), and,
+    when skipping, records a stopped run was writing (`pending`: if that write landed, the pull skips the record
+    and the plan could not tell that write ours). Records the pull brought already are not pulled twice."""
+    wanted = list(state.recheck_ids(key))
+    if report.skip_own_writes:
+        wanted += [str(i) for i in state.pending(key).index]
+    wanted = list(dict.fromkeys(wanted))
+    report.rechecked = len(wanted)
+    have = set(accounts["id"].astype(str)) if len(accounts) else set()
+    missing = [i for i in wanted if i not in have]
+    if not missing:
+        return accounts
+    extra = pull_accounts(connector, ids=missing, report=found)
     return pd.concat([accounts, extra], ignore_index=True) if len(accounts) else extra
 
 
@@ -383,6 +432,7 @@ def _count(report: RunReport, applied: ApplyResult) -> None:
     report.written, report.failed, report.failures = applied.written, applied.failed, applied.failures
     report.edited_during_run = len(applied.edited_during_run)
     report.rereads, report.reread_calls = applied.rereads, applied.reread_calls
+    report.recheck_next = applied.recheck
 
 
 def _run_dir(config: Config, run_id: int) -> Path:

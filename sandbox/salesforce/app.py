@@ -44,6 +44,7 @@ def _rules() -> list[Rule]:
         Rule("/services/Soap/m/<version:version>", endpoint="mdapi", methods=["POST"]),
         Rule("/services/Soap/m/<version:version>/<path:rest>", endpoint="mdapi", methods=["POST"]),
         Rule("/services/oauth2/token", endpoint="oauth_token", methods=["POST"]),
+        Rule("/services/oauth2/userinfo", endpoint="oauth_userinfo", methods=["GET", "POST"]),
         Rule("/services/data", endpoint="versions", methods=["GET"]),
         Rule(data, endpoint="resources", methods=["GET"]),
         Rule(f"{data}/query", endpoint="query", methods=["GET"]),
@@ -82,6 +83,7 @@ def _rules() -> list[Rule]:
 LABELS = {
     "soap_login": "sf.login.soap",
     "oauth_token": "sf.login.oauth",
+    "oauth_userinfo": "sf.oauth.userinfo",
     "mdapi": "sf.mdapi",
     "versions": "sf.versions",
     "resources": "sf.versions",
@@ -124,7 +126,7 @@ class SalesforceApp:
         self.calls = calls
         self.options = options
         self.base_url = ""  # set by Sandbox once the server is bound
-        self.store = Store(db, seed=options.seed)
+        self.store = Store(db, seed=options.seed, api_username=options.sf_username)
         self.sessions = auth.Sessions(options)
         self.rest = RestApi(self.store, options)
         self.bulk2 = Bulk2(self.store, self.rest.compile)
@@ -202,7 +204,15 @@ class SalesforceApp:
             return error_response(404, "NOT_FOUND", "The requested resource does not exist")
         label = LABELS[endpoint]
         self.calls.hit(label)
-        kind = "login" if endpoint in LOGIN_ENDPOINTS else "soap" if endpoint == "mdapi" else "rest"
+        kind = (
+            "login"
+            if endpoint in LOGIN_ENDPOINTS
+            else "soap"
+            if endpoint == "mdapi"
+            else "oauth"
+            if endpoint == "oauth_userinfo"
+            else "rest"
+        )
         pause = self.faults.delay(label)
         if pause:
             time.sleep(pause)
@@ -229,6 +239,9 @@ class SalesforceApp:
             return auth.oauth_token(request, self.sessions, self._base_url(request))
         if endpoint not in UNAUTHENTICATED and not self.sessions.is_valid(self._token(request, endpoint)):
             return self._fault_response("expire_session", endpoint)
+        if endpoint == "oauth_userinfo":
+            # An OAuth endpoint, not the REST API: no API request is spent, no Sforce-Limit-Info sent.
+            return auth.userinfo(self._base_url(request), self.store.api_username)
         if endpoint != "versions":
             refused = self._spend_api_call(endpoint)
             if refused is not None:

@@ -181,6 +181,26 @@ def oauth_token(request: Request, sessions: Sessions, base_url: str) -> Response
     )
 
 
+def userinfo(base_url: str, username: str) -> Response:
+    """OpenID Connect UserInfo for the session's user (every sandbox session runs as the integration user).
+    The keys an integration reads are `user_id`, `organization_id`, `preferred_username` and `sub` (the
+    identity URL); JSON content type, which simple-salesforce's `oauth2()` needs to parse the body."""
+    return json_plain(
+        {
+            "sub": f"{base_url}/id/{ORG_ID}/{API_USER_ID}",
+            "user_id": API_USER_ID,
+            "organization_id": ORG_ID,
+            "preferred_username": username,
+            "name": "Integration User",
+            "email": username,
+            "email_verified": True,
+            "active": True,
+            "user_type": "STANDARD",
+            "utcOffset": 0,
+        }
+    )
+
+
 def oauth_error(error: str, description: str, status: int = 400) -> Response:
     return json_plain({"error": error, "error_description": description}, status)
 

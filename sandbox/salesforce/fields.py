@@ -564,4 +564,19 @@ def custom_field(name: str, label: str, metadata_type: str, **attrs) -> Field:
     return Field(name, label, describe_type, custom=True, metadata_type=metadata_type, **attrs)
 
 
+def user_fields() -> list[Field]:
+    """The User setup object, as far as an integration needs it: who a session runs as, by Username."""
+    return [
+        Field("Id", "User ID", "id", length=18, nillable=False, updateable=False, createable=False),
+        *_system_fields()[:1],
+        Field("Username", "Username", "email", length=80, nillable=False, updateable=False),
+        Field("Name", "Full Name", "string", length=121, nillable=False, updateable=False, name_field=True),
+        Field("Email", "Email", "email", length=128, nillable=False, updateable=False),
+        Field("IsActive", "Active", "boolean", nillable=False, updateable=False),
+        *_system_fields()[1:],
+    ]
+
+
 STANDARD_FIELDS = {"Account": account_fields, "Opportunity": opportunity_fields}
+#: Setup objects: queryable and describable, but not seeded from the book nor listed by describe global.
+SETUP_FIELDS = {"User": user_fields}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sandbox.salesforce.fields import (
+    SETUP_FIELDS,
     STAGES,
     STANDARD_FIELDS,
     Field,
@@ -28,8 +29,13 @@ from sandbox.salesforce.ids import KEY_PREFIXES, make_id, make_ids, normalize_id
 ORG_ID = make_id(KEY_PREFIXES["Organization"], 1)
 API_USER_ID = make_id(KEY_PREFIXES["User"], 1)  # the integration user every API session runs as
 REP_USER_ID = make_id(KEY_PREFIXES["User"], 2)  # a sales rep editing records in the UI
+REP_USERNAME = "sales.rep@sandbox.icp"
 
-LABELS = {"Account": ("Account", "Accounts"), "Opportunity": ("Opportunity", "Opportunities")}
+LABELS = {
+    "Account": ("Account", "Accounts"),
+    "Opportunity": ("Opportunity", "Opportunities"),
+    "User": ("User", "Users"),
+}
 
 
 class RecordError(ValueError):
@@ -180,11 +186,15 @@ class Store:
 
     OBJECTS = ("Account", "Opportunity")
 
-    def __init__(self, db, *, seed: int = 7) -> None:
+    def __init__(self, db, *, seed: int = 7, api_username: str = "integration@sandbox.icp") -> None:
         self.db = db
         self.seed_value = seed
+        self.api_username = api_username  # the User record every API session runs as (API_USER_ID)
         self.clock = Clock()
         self.types = {name: SObjectType(name, STANDARD_FIELDS[name]()) for name in self.OBJECTS}
+        # Setup objects (User): queryable by SOQL and describable, never seeded from the book, not in
+        # describe global's list (which the sandbox keeps to the data objects it serves).
+        self.setup_types = {name: SObjectType(name, make()) for name, make in SETUP_FIELDS.items()}
         #: With `start_journal()`, every applied update as `JournalEntry`s, in order: who changed which
         #: record's fields from what to what. Off by default (it reads each record before writing it).
         self.journal: list[JournalEntry] | None = None
@@ -197,10 +207,13 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------------------------
     def type(self, name: str) -> SObjectType | None:
-        for sobject in self.types.values():
+        for sobject in (*self.types.values(), *self.setup_types.values()):
             if sobject.name.lower() == name.lower():
                 return sobject
         return None
+
+    def _sobject(self, name: str) -> SObjectType:
+        return self.types.get(name) or self.setup_types[name]
 
     def _ensure_schema(self) -> None:
         with self.db.transaction() as conn:
@@ -208,11 +221,12 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS sf_custom_fields "
                 "(sobject TEXT NOT NULL, name TEXT NOT NULL, definition TEXT NOT NULL, PRIMARY KEY (sobject, name))"
             )
-            for sobject in self.types.values():
+            for sobject in (*self.types.values(), *self.setup_types.values()):
                 columns = ", ".join(f'"{f.name}" {f.sql_type}' for f in sobject.fields.values())
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {sobject.table} (_row INTEGER PRIMARY KEY, {columns})"
                 )
+            self._ensure_users(conn)
             # A --db file may hold fields created through the Metadata API in an earlier run.
             for row in conn.execute("SELECT sobject, definition FROM sf_custom_fields ORDER BY rowid"):
                 self.types[row["sobject"]].add(field_from_json(json.loads(row["definition"])))
@@ -224,11 +238,31 @@ class Store:
         if not self.is_empty():
             self._ensure_indexes()
 
+    def _ensure_users(self, conn) -> None:
+        """The org's two users: the integration user API sessions run as, and the rep `edit` acts as."""
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS sf_User_id ON sf_User ("Id")')
+        stamp = format_ms(self.clock.now_ms() - 86_400_000)
+        for user_id, username, name in (
+            (API_USER_ID, self.api_username, "Integration User"),
+            (REP_USER_ID, REP_USERNAME, "Sam Rep"),
+        ):
+            conn.execute(
+                'INSERT OR IGNORE INTO sf_User ("Id", "IsDeleted", "Username", "Name", "Email", "IsActive", '
+                '"CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp") '
+                "VALUES (?, 0, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                (user_id, username, name, username, stamp, API_USER_ID, stamp, API_USER_ID, stamp),
+            )
+
     def _ensure_indexes(self) -> None:
         # Id for lookups by id; SystemModstamp/LastModifiedDate (+ Id, the tie-break) for incremental pulls.
+        # The incremental pull that skips our own writes (`SystemModstamp >= t AND LastModifiedById != us`)
+        # walks the SystemModstamp range and tests the rest from sf_Account_modstamp_by alone, never
+        # visiting the rows it leaves out (a no-op rerun after a 1M-record write skips 1M of them).
         statements = [
             'CREATE UNIQUE INDEX IF NOT EXISTS sf_Account_id ON sf_Account ("Id")',
             'CREATE INDEX IF NOT EXISTS sf_Account_modstamp ON sf_Account ("SystemModstamp", "Id")',
+            "CREATE INDEX IF NOT EXISTS sf_Account_modstamp_by ON sf_Account "
+            '("SystemModstamp", "Id", "LastModifiedById", "IsDeleted")',
             'CREATE INDEX IF NOT EXISTS sf_Account_lastmod ON sf_Account ("LastModifiedDate", "Id")',
             'CREATE UNIQUE INDEX IF NOT EXISTS sf_Opportunity_id ON sf_Opportunity ("Id")',
             'CREATE INDEX IF NOT EXISTS sf_Opportunity_modstamp ON sf_Opportunity ("SystemModstamp", "Id")',
@@ -362,7 +396,7 @@ class Store:
 
     def fetch(self, sobject: str, rowids: Sequence[int], expressions: list[str]) -> list[tuple]:
         """Rows for `rowids`, in that order, each a tuple of the SQL `expressions` (quoted columns or more)."""
-        table = self.types[sobject].table
+        table = self._sobject(sobject).table
         sql = (
             f"SELECT {', '.join(expressions)} FROM json_each(?) AS j "
             f"JOIN {table} AS t ON t._row = j.value ORDER BY j.key"
@@ -372,7 +406,7 @@ class Store:
             return conn.execute(sql, (payload,)).fetchall()
 
     def records(self, sobject: str, include_deleted: bool = False) -> list[dict]:
-        sobject_type = self.types[sobject]
+        sobject_type = self._sobject(sobject)
         names = list(sobject_type.fields)
         where = "" if include_deleted else 'WHERE "IsDeleted" = 0'
         cols = ", ".join(f'"{n}"' for n in names)
@@ -382,7 +416,7 @@ class Store:
         return [{f.name: f.render(v) for f, v in zip(fields, row, strict=True)} for row in rows]
 
     def record(self, sobject: str, record_id: str) -> dict | None:
-        sobject_type = self.types[sobject]
+        sobject_type = self._sobject(sobject)
         names = list(sobject_type.fields)
         cols = ", ".join(f'"{n}"' for n in names)
         with self.db.reading() as conn:
@@ -447,7 +481,7 @@ class Store:
                 if assignments:
                     assignments += ", "
                 conn.executemany(
-                    f'UPDATE {self.types[sobject].table} SET {assignments}"LastModifiedDate" = ?, '
+                    f'UPDATE {self._sobject(sobject).table} SET {assignments}"LastModifiedDate" = ?, '
                     f'"SystemModstamp" = ?, "LastModifiedById" = ? WHERE _row = ?',
                     rows,
                 )
@@ -464,7 +498,7 @@ class Store:
 
     def delete(self, sobject: str, record_id: str, user_id: str) -> bool:
         """Soft-delete (to the recycle bin): IsDeleted true, timestamps bumped; False if there is no such live record."""
-        table = self.types[sobject].table
+        table = self._sobject(sobject).table
         stamp = format_ms(self.clock.now_ms())
         with self.db.transaction() as conn:
             cursor = conn.execute(
@@ -528,7 +562,7 @@ class Store:
             for fld in p.references:
                 target = fld.reference_to[0]
                 ref = p.values[fld.name]
-                if not ref.startswith(self.types[target].key_prefix):
+                if not ref.startswith(self._sobject(target).key_prefix):
                     p.fail(
                         "FIELD_INTEGRITY_EXCEPTION",
                         f"{fld.label}: id value of incorrect type: {ref}",
@@ -540,7 +574,7 @@ class Store:
         found: dict[str, tuple[int, int]] = {}
         for sobject, ids in wanted.items():
             rows = conn.execute(
-                f'SELECT "Id", _row, "IsDeleted" FROM {self.types[sobject].table} '
+                f'SELECT "Id", _row, "IsDeleted" FROM {self._sobject(sobject).table} '
                 'WHERE "Id" IN (SELECT value FROM json_each(?))',
                 (json.dumps(sorted(ids)),),
             )

@@ -7,12 +7,14 @@ background, chunk by chunk, so a test holds a job in flight with `faults.hold` o
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 
 import pytest
 
 from connectors.base import UNPROCESSED
-from connectors.retry import RetriesExhausted
+from connectors.retry import CrmError, RetriesExhausted
 from connectors.salesforce import SalesforceConnector
 from sandbox import Sandbox
 from sandbox.salesforce.ids import KEY_PREFIXES, make_id
@@ -208,3 +210,94 @@ def test_settle_job_retries_a_failed_results_download(org):
     settled = connect(org).settle_job(jobs[0])
     assert len(settled) == 300 and all(r.success for r in settled)
     assert org.calls.count("sf.bulk2.ingest.results") == 3 + 2
+
+
+# -- uploads of any size: cut by the bytes sent and by records, one job each ----------------------------------------
+LIMIT = (
+    20_000  # the sandbox's upload limit and the connector's, so that a few hundred records need several jobs
+)
+UPLOAD = "sf.bulk2.ingest.upload"
+
+
+@pytest.fixture
+def small_uploads():
+    with Sandbox(accounts=500, seed=7, with_icp_fields=True, salesforce_bulk_upload_bytes=LIMIT) as sb:
+        yield sb
+
+
+def quoted_reasons(i: int) -> str:
+    """Reasons as scoring writes them, 150-250 characters: commas, double quotes and non-ASCII letters, all of
+    which the CSV sent must quote, double or encode in more than one byte."""
+    parts = [
+        f'Industry "Software", like {i % 9 + 1} of 10 best customers',
+        "size 50–999 employees (Mid-market)",
+        'country Österreich, "verified"',
+        "revenue ≥ $10M, above the club's median",
+        "Ünternehmen, São Paulo",
+        'last won 14 months ago, "renewal" due',
+    ]
+    return "; ".join(parts[: 4 + i % 3])
+
+
+def csv_bytes(rid: str, row) -> int:
+    """The bytes of one change's line as the CSV module writes it (what the connector must count)."""
+    buffer = io.StringIO()
+    cells = [rid, row.segment, str(row.fit_score), row.tier, row.reasons, row.scored_at, row.model]
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return len(buffer.getvalue().encode())
+
+
+def test_quoted_rows_are_cut_by_the_bytes_sent_into_jobs_the_sandbox_accepts(small_uploads):
+    sb = small_uploads
+    ids = ids_of(sb, 300)
+    changes = changes_for(ids)
+    changes["reasons"] = [quoted_reasons(i) for i in range(len(ids))]
+    assert all(150 <= len(r) <= 250 for r in changes["reasons"])
+    changes.loc[ids[7], "reasons"] += "\nand a second line,\r\nand a third"  # quoted line ends in a cell
+    connector = connect(sb, bulk_upload_bytes=LIMIT)
+    seen: list[str] = []
+
+    def on_job(job_id: str) -> None:
+        # every earlier job uploaded once, this one created and not yet sent anything
+        assert sb.calls.count(UPLOAD) == len(seen)
+        job = sb.sf.bulk2.ingest_jobs()[-1]
+        assert (job["id"], job["state"], job["uploaded"]) == (job_id, "Open", 0)
+        seen.append(job_id)
+
+    batches = list(connector.write(changes, on_job=on_job))
+    jobs = sb.sf.bulk2.ingest_jobs()
+    assert len(jobs) >= 4 and seen == [j["id"] for j in jobs]
+    assert [len(batch) for batch in batches] == [j["uploaded"] for j in jobs]  # one batch of results a job
+    assert all(r.success for r in flat(batches)) and [r.record_id for r in flat(batches)] == ids
+    assert sb.calls.count(UPLOAD) == len(jobs)  # every upload accepted the first time
+    assert all(j["state"] == "JobComplete" and j["uploaded_bytes"] <= LIMIT for j in jobs)
+    # The cut is tight: the first row of each next job would not have fitted in the job before it, so a
+    # count that left out quotes, doubled quotes, line ends or the header would have overfilled some job.
+    starts = [sum(j["uploaded"] for j in jobs[:k]) for k in range(1, len(jobs))]
+    for job, start in zip(jobs, starts, strict=False):
+        assert job["uploaded_bytes"] + csv_bytes(ids[start], changes.iloc[start]) > LIMIT
+    assert processed(sb) == Counter(ids)
+    assert_written(sb, changes)
+
+
+def test_uploads_are_cut_at_the_records_per_job(org):
+    ids = ids_of(org, 450)
+    changes = changes_for(ids)
+    seen: list[str] = []
+    batches = list(connect(org, bulk_job_records=100).write(changes, on_job=seen.append))
+    jobs = org.sf.bulk2.ingest_jobs()
+    assert [j["uploaded"] for j in jobs] == [100, 100, 100, 100, 50] == [len(b) for b in batches]
+    assert seen == [j["id"] for j in jobs]
+    assert [r.record_id for r in flat(batches)] == ids and all(r.success for r in flat(batches))
+    assert processed(org) == Counter(ids)
+    assert_written(org, changes)
+
+
+def test_a_row_bigger_than_an_upload_is_an_error_naming_its_record_before_any_job(org):
+    ids = ids_of(org, 30)
+    changes = changes_for(ids)
+    changes.loc[ids[12], "reasons"] = 'a "long", long reason; ' * 500  # 11,500 characters, quoted
+    connector = connect(org, bulk_upload_bytes=10_000)
+    with pytest.raises(CrmError, match=rf"record {ids[12]} is [\d,]+ bytes .*bulk_upload_bytes = 10,000"):
+        list(connector.write(changes, on_job=lambda job_id: None))
+    assert org.calls.count("sf.bulk2") == 0  # the upload it would have joined was never started

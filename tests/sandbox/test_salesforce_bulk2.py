@@ -275,3 +275,76 @@ def test_stopping_the_sandbox_ends_jobs_in_flight():
         assert sandbox.sf.bulk2.wait_for_state(slowed, ("InProgress",), timeout=30)  # waiting out its delay
     names = {f"sandbox-bulk2-{parked}", f"sandbox-bulk2-{slowed}"}
     assert not [t for t in threading.enumerate() if t.name in names]
+
+
+# -- the upload limit --------------------------------------------------------------------------------------------
+def test_the_default_upload_limit_is_the_sdks():
+    from simple_salesforce.bulk2 import MAX_INGEST_JOB_FILE_SIZE
+
+    from sandbox import SandboxOptions
+    from sandbox.salesforce.bulk2 import MAX_UPLOAD_BYTES
+
+    assert MAX_UPLOAD_BYTES == MAX_INGEST_JOB_FILE_SIZE == 104_857_600
+    assert SandboxOptions().salesforce_bulk_upload_bytes == MAX_UPLOAD_BYTES
+
+
+LIMIT = 2_000
+
+
+@pytest.fixture(scope="module")
+def small_uploads():
+    with Sandbox(accounts=60, seed=5, with_icp_fields=True, salesforce_bulk_upload_bytes=LIMIT) as sandbox:
+        yield sandbox
+
+
+def upload_of(ids: list[str], size: int) -> str:
+    """An update CSV of exactly `size` bytes (UTF-8), padding the model of its last row."""
+    lines = ["Id,ICP_Model__c\n", *(f"{rid},m\n" for rid in ids)]
+    pad = size - len("".join(lines).encode())
+    assert pad >= 0
+    lines[-1] = f"{ids[-1]},m{'x' * pad}\n"
+    return "".join(lines)
+
+
+def test_an_upload_at_the_limit_is_taken_one_byte_more_is_refused_with_400(small_uploads):
+    sb = small_uploads
+    client = connect(sb).bulk2.Account._client
+    ids = [r["Id"] for r in sb.sf.records("Account")][:20]
+    refused = client.create_job("update")["id"]
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        client.upload_job_data(refused, upload_of(ids, LIMIT + 1))
+    assert err.value.status == 400
+    [error] = err.value.content
+    assert error["errorCode"] == "EXCEEDED_MAX_SIZE_REQUEST"
+    assert f"{LIMIT + 1:,} bytes" in error["message"] and f"{LIMIT:,} bytes" in error["message"]
+    # refused whole: the job is still open and empty, and can take a smaller upload
+    [job] = [j for j in sb.sf.bulk2.ingest_jobs() if j["id"] == refused]
+    assert (job["state"], job["uploaded"], job["uploaded_bytes"]) == ("Open", 0, 0)
+    client.upload_job_data(refused, upload_of(ids, LIMIT))
+    client.close_job(refused)
+    assert sb.sf.bulk2.wait_for_state(refused, ("JobComplete",), timeout=30)
+    [job] = [j for j in sb.sf.bulk2.ingest_jobs() if j["id"] == refused]
+    assert (job["uploaded"], job["uploaded_bytes"], job["processed"]) == (20, LIMIT, ids)
+
+
+def test_a_split_by_the_sdks_estimate_makes_an_upload_the_sandbox_refuses(small_uploads):
+    """simple-salesforce sizes its chunks by `",".join(fields)`: no quotes, no doubled quotes, no line ends,
+    no header. Cut at the limit by that estimate, rows whose reasons need quoting make a bigger upload,
+    which the sandbox refuses with its 400; the SDK then aborts the job, and nothing is written."""
+    sb = small_uploads
+    ids = [r["Id"] for r in sb.sf.records("Account")][20:60]
+    reasons = 'Industry "Software", like 8 of 10 best customers; Größe 50–999'
+    records = [{"Id": rid, "ICP_Reasons__c": reasons} for rid in ids]
+    estimates = [len(",".join(r.values()).encode()) for r in records]
+    k = max(n for n in range(1, len(records) + 1) if sum(estimates[:n]) <= LIMIT)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [["Id", "ICP_Reasons__c"], *(r.values() for r in records[:k])]
+    )
+    assert len(buffer.getvalue().encode()) > LIMIT  # what that chunk is once written as CSV
+    with pytest.raises(SalesforceMalformedRequest) as err:
+        connect(sb).bulk2.Account.update(records=records[:k], wait=0)
+    assert err.value.status == 400 and err.value.content[0]["errorCode"] == "EXCEEDED_MAX_SIZE_REQUEST"
+    last = sb.sf.bulk2.ingest_jobs()[-1]
+    assert (last["state"], last["uploaded"]) == ("Aborted", 0)
+    assert all(by_id(sb)[rid]["ICP_Reasons__c"] is None for rid in ids)

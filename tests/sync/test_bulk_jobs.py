@@ -234,3 +234,101 @@ def test_a_state_file_from_before_bulk_jobs_gets_the_table(tmp_path):
         assert st.open_bulk_jobs(KEY) == ["750A", "750B"]
         st.forget_bulk_job(KEY, "750A")
         assert st.open_bulk_jobs(KEY) == ["750B"]
+
+
+# -- (d) a write cut into several jobs: each job's id is in the state before its upload ------------------------
+UPLOAD = "sf.bulk2.ingest.upload"
+
+
+def test_a_run_killed_after_the_first_of_several_jobs_is_settled_by_the_next(tmp_path, learned_profile):
+    n, limit = 600, 20_000  # the sandbox refuses bigger uploads, and the connector is told the same limit
+    with Sandbox(accounts=n, seed=7, with_icp_fields=True, salesforce_bulk_upload_bytes=limit) as sb:
+        shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
+        path = tmp_path / "icp.toml"
+        path.write_text(
+            f'[crm]\nkind = "salesforce"\n[salesforce]\nbulk_threshold = 1\nbulk_upload_bytes = {limit}\n'
+            "[sync]\nmax_change_ratio = 1.0\nlookback_minutes = 0\n"
+        )
+        secrets = {
+            "SF_INSTANCE_URL": sb.salesforce.instance_url,
+            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
+            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
+        }
+        config = load_config(path, env=secrets)
+        assert config.salesforce.bulk_upload_bytes == limit
+
+        # The first run: its first job goes through; the sandbox takes the second job's upload and holds it
+        # there, unanswered. The job's id is already in the state. Then the run is killed.
+        sb.faults.hold(only=UPLOAD, after=1)
+        code = "import sys; from sync import job; from sync.config import load_config; job.run(load_config(sys.argv[1]))"
+        log_path = tmp_path / "killed-run.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(path)],
+                cwd=ROOT,
+                env={**os.environ, **secrets},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                assert sb.faults.wait_parked(1, timeout=180), log_path.read_text()
+                first, second = sb.sf.bulk2.ingest_jobs()
+                assert first["state"] == "JobComplete" and 0 < first["uploaded"] < n
+                assert (second["state"], second["uploaded"]) == ("Open", 0)
+                assert open_jobs(config) == [
+                    second["id"]
+                ]  # the first booked, the second kept before its upload
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        sb.faults.release()  # the held upload lands on the dead run's open job, answered to no one
+        assert sb.calls.wait_idle(timeout=60)
+        [dead] = [j for j in sb.sf.bulk2.ingest_jobs() if j["id"] == second["id"]]
+        assert dead["state"] == "Open" and dead["uploaded"] > 0 and dead["uploaded_bytes"] <= limit
+
+        # The rerun settles the dead job (aborted: open, never closed), then writes the rest in jobs of its
+        # own. Each of its uploads is held until the test has seen that job's id in the state.
+        outcome: dict = {}
+
+        def rerun() -> None:
+            try:
+                outcome["report"] = job.run(config, policy=fast())
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome["error"] = exc
+
+        sb.faults.hold(only=UPLOAD, after=0)
+        thread = threading.Thread(target=rerun)
+        thread.start()
+        checked: list[str] = []
+        try:
+            while thread.is_alive():
+                if not sb.faults.wait_parked(1, timeout=0.2):
+                    continue  # still working towards its next upload, or done
+                [waiting] = [
+                    j for j in sb.sf.bulk2.ingest_jobs() if j["state"] == "Open" and not j["uploaded"]
+                ]
+                assert waiting["id"] in open_jobs(config)
+                checked.append(waiting["id"])
+                sb.faults.hold(only=UPLOAD, after=0)  # lets this upload land; holds the next one
+        finally:
+            sb.faults.release()
+            thread.join(timeout=300)
+        assert not thread.is_alive()
+        if "error" in outcome:
+            raise outcome["error"]
+        report = outcome["report"]
+
+        assert report.settled_bulk_jobs == 1
+        assert (report.settled_written, report.settled_unprocessed) == (0, dead["uploaded"])
+        assert report.written == n - first["uploaded"] and report.failed == 0
+        jobs = sb.sf.bulk2.ingest_jobs()
+        assert [j["state"] for j in jobs[:2]] == ["JobComplete", "Aborted"]
+        assert checked == [j["id"] for j in jobs[2:]] and len(checked) >= 2
+        assert all(j["state"] == "JobComplete" and j["uploaded_bytes"] <= limit for j in jobs[2:])
+        counts = processed(sb)
+        assert set(counts.values()) == {1} and len(counts) == n  # every record written once, by one job
+        with State.open(config.state_dir, lock=False) as st:
+            assert st.open_bulk_jobs(KEY) == [] and st.pending(KEY).empty
+            assert len(st.last_written(KEY)) == n
+        assert_crm_holds_desired(sb, config)

@@ -141,9 +141,9 @@ def test_daily_quota_stops_cleanly_and_the_next_run_resumes(sb, config):
     before = sb.calls.count()
     job.run(config, RunOptions(dry_run=True), policy=fast())
     reads = sb.calls.count() - before
-    sb.faults.set_quota(
-        "salesforce", reads + 1
-    )  # preflight, pull and one write batch fit; the second does not
+    # preflight, pull, the user-id lookup, the check before the first batch and that batch fit; the
+    # second batch does not
+    sb.faults.set_quota("salesforce", reads + 3)
     with pytest.raises(JobStopped, match="request limit") as stopped:
         job.run(config, policy=fast())
     with State.open(config.state_dir, lock=False) as st:

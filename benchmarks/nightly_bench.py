@@ -103,7 +103,9 @@ def run_child(args: list[str], env: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--edit-share", type=float, default=0.01, help="share of accounts reps change")
@@ -124,7 +126,14 @@ def main() -> None:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         sandbox = subprocess.Popen(
-            [sys.executable, __file__, "--host", str(args.accounts), str(args.seed), str(tmp / "sandbox.sqlite")],
+            [
+                sys.executable,
+                __file__,
+                "--host",
+                str(args.accounts),
+                str(args.seed),
+                str(tmp / "sandbox.sqlite"),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -176,7 +185,9 @@ def main() -> None:
         (f"quiet night (median of {len(out['noop_rerun']['wall_s_all'])})", out["noop_rerun"]),
         (f"after reps edited {out['edited']:,}", out["edited_rerun"]),
     ]
-    print(f"  {'run':<34}{'wall s':>8}{'pulled':>10}{'written':>10}{'API calls':>11}{'writes':>8}{'peak RSS MB':>13}")
+    print(
+        f"  {'run':<34}{'wall s':>8}{'pulled':>10}{'written':>10}{'API calls':>11}{'writes':>8}{'peak RSS MB':>13}"
+    )
     for name, r in rows:
         print(
             f"  {name:<34}{r['wall_s']:>8}{r['pulled']:>10,}{r['written']:>10,}{r['api_calls']:>11}"

@@ -22,7 +22,9 @@ Reading rules worth knowing:
 from __future__ import annotations
 
 import contextlib
+import csv
 import difflib
+import io
 import json
 import os
 import re
@@ -72,12 +74,13 @@ _MAX_LISTED = 10  # ids/rows named in one error message
 _MAX_HEADERS_LISTED = 40
 
 # A cell a spreadsheet would evaluate: OWASP's =, +, -, @, tab and carriage return, plus NUL (OWASP ASVS).
-_FORMULA_START = r"^[=+\-@\t\r\x00]"
+_FORMULA_START = "=+-@\t\r\x00"
+_FORMULA_CODES = np.array([0, *map(ord, _FORMULA_START)], dtype=np.uint32)  # 0: "" or NUL, told apart later
 # ... except a plain negative number: prefixing "-12.5" with a quote would turn a number into text in every
 # spreadsheet and break sums, and a bare number cannot call anything. A lone "-" (an export's "no value") is
 # text to every spreadsheet, so it is kept too. "+1" is not exempt: it is rare as data and "+" starts DDE
 # payloads ("+cmd|...").
-_PLAIN_NEGATIVE = r"^-(?:(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)?$"
+_PLAIN_NEGATIVE_RE = re.compile(r"^-(?:(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)?$")
 
 
 class BookError(Exception):
@@ -113,6 +116,14 @@ def read_accounts(
     path: str | os.PathLike[str], columns: Mapping[str, str], *, decimal: Decimal = "auto"
 ) -> tuple[pd.DataFrame, ParseReport]:
     """Read an accounts CSV into the canonical account frame (one row per account, RangeIndex)."""
+    accounts, report, _ = _read_accounts(path, columns, decimal)
+    return accounts, report
+
+
+def _read_accounts(
+    path: str | os.PathLike[str], columns: Mapping[str, str], decimal: Decimal
+) -> tuple[pd.DataFrame, ParseReport, pd.Index]:
+    """`read_accounts`, plus the account ids as an object index: hashed once, looked up by parents and deals."""
     layout = _inspect(path, "accounts")
     mapping = _resolve(layout, columns, section=ACCOUNTS_SECTION, schema=ACCOUNT_SCHEMA, required=("id",))
     accounts, report, rows = _conform(
@@ -120,10 +131,12 @@ def read_accounts(
     )
     if accounts.empty:
         raise _no_rows(layout, "account")
-    _check_ids(accounts["id"], rows, layout, mapping["id"], "account")
-    unknown = accounts["parent_id"].notna() & ~accounts["parent_id"].isin(accounts["id"])
-    report.unknown_parents.add(rows[unknown], accounts["parent_id"][unknown])
-    return accounts, report
+    ids = _check_ids(accounts["id"], rows, layout, mapping["id"], "account")  # unique, none blank
+    parent = accounts["parent_id"]
+    named = np.flatnonzero(parent.notna().to_numpy(dtype=bool))
+    unknown = named[ids.get_indexer(parent.to_numpy(dtype=object)[named]) < 0]
+    report.unknown_parents.add(rows.iloc[unknown], parent.iloc[unknown])
+    return accounts, report, ids
 
 
 def iter_accounts(
@@ -211,13 +224,13 @@ def read_book(
             problems=[p for e in problems for p in e.problems],
         )
 
-    accounts, report = read_accounts(accounts_path, account_columns, decimal=decimal)
+    accounts, report, ids = _read_accounts(accounts_path, account_columns, decimal)
     if deals_path is None:
         return CsvBook(accounts=accounts, deals=None, report=report)
     assert deal_columns is not None and stages is not None  # checked above
     deals, deal_report, deal_rows = _read_deals(deals_path, deal_columns, stages, decimal)
     report.merge(deal_report)
-    orphan = ~deals["account_id"].isin(accounts["id"]).to_numpy(dtype=bool)
+    orphan = ids.get_indexer(deals["account_id"].to_numpy(dtype=object)) < 0
     report.orphan_deals.add(deal_rows[orphan], deals["account_id"][orphan])
     deals = deals[~orphan].reset_index(drop=True)
     return CsvBook(accounts=accounts, deals=deals, report=report)
@@ -247,10 +260,10 @@ def write_scored(
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
         raise ValueError(f"scores lacks column(s) {', '.join(missing)}; it needs {', '.join(SCORE_COLUMNS)}")
-    score_text = pd.DataFrame({c: _cell_text(scores[c]) for c in SCORE_COLUMNS})
-    score_text.index = pd.Index(scores.index.astype("string").str.strip(), name="id")
-    if score_text.index.has_duplicates:
-        dupes = score_text.index[score_text.index.duplicated()].unique()[:_MAX_LISTED]
+    # An object index of plain str: hashing them is about twice as fast as through a string dtype.
+    score_ids = pd.Index(_stripped_ids(scores.index), dtype=object, name="id")
+    if score_ids.has_duplicates:
+        dupes = score_ids[score_ids.duplicated()].unique()[:_MAX_LISTED]
         raise ValueError(f"scores has more than one row for account id(s) {', '.join(map(str, dupes))}")
 
     layout = _inspect(accounts_path_in, "accounts")
@@ -269,31 +282,52 @@ def write_scored(
             width += 1
     header = list(layout.headers) + [c for c in SCORE_COLUMNS if targets[c] >= len(layout.headers)]
 
+    # Score cells repeat (a few thousand distinct reasons in a million rows): each distinct value is turned
+    # into text, guarded and quoted once. Per row it is then one id lookup and a take, where position -1 (an
+    # id with no score) picks the trailing "".
+    rows = _CsvRows(layout.sep, layout.newline)
+    score_cells = {}
+    for c in SCORE_COLUMNS:
+        codes, uniques = pd.factorize(scores[c])  # NA gets code -1, whose text is the last ""
+        text = rows.encode(_cell_text(pd.Series(uniques, dtype=scores[c].dtype)).tolist()) + [""]
+        score_cells[c] = np.append(np.array(text, dtype=object)[codes], "")
     scored = 0
     with atomic_text_file(out_path, "utf-8-sig" if layout.bom else "utf-8") as f:
-        write = {"sep": layout.sep, "index": False, "header": False, "lineterminator": layout.newline}
-        _neutralize(pd.DataFrame([header], dtype="string")).to_csv(f, **write)
+        f.write(rows.text([rows.encode([h]) for h in header]))
         for chunk in _chunks(layout, chunksize):
-            chunk.columns = range(chunk.shape[1])
-            ids = chunk[id_pos].str.strip()
-            matched = score_text.reindex(ids.to_numpy())
-            scored += int(matched.index.isin(score_text.index).sum())
+            cells = [rows.encode(_cell_list(chunk.iloc[:, i])) for i in range(chunk.shape[1])]
+            pos = score_ids.get_indexer([x.strip() for x in _cell_list(chunk.iloc[:, id_pos])])
+            scored += int((pos >= 0).sum())
+            cells.extend([[]] * (width - len(cells)))
             for c in SCORE_COLUMNS:
-                chunk[targets[c]] = matched[c].fillna("").to_numpy(dtype=object)
-            _neutralize(chunk.astype("string")).to_csv(f, **write)
-        if scored == 0 and len(score_text):
+                cells[targets[c]] = score_cells[c][pos].tolist()
+            f.write(rows.text(cells))
+        if scored == 0 and len(score_ids):
             # Scores indexed by position instead of account id would otherwise write an unscored copy.
             raise ValueError(
-                f"none of the {len(score_text)} scored ids is an account id in {layout.path} (column "
+                f"none of the {len(score_ids)} scored ids is an account id in {layout.path} (column "
                 f"{_quoted(layout.headers[id_pos].strip())}); index scores by account id"
             )
     return scored
 
 
 def write_frame(frame: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
-    """Write a frame as UTF-8 CSV, formula cells neutralised, atomically (temp file, then one rename)."""
+    """Write a frame as UTF-8 CSV, formula cells neutralised, atomically (temp file, then one rename).
+
+    The text is what `frame.astype("string").to_csv(path, index=False)` writes (missing cells empty), with the
+    formula guard on the cells, not the header.
+    """
+    text = frame.astype("string")
     with atomic_text_file(out_path) as f:
-        _neutralize(frame.astype("string")).to_csv(f, index=False)
+        if isinstance(text.columns, pd.MultiIndex) or text.shape[1] == 0:
+            _neutralize(text).to_csv(f, index=False)
+        else:
+            rows = _CsvRows(",", os.linesep)
+            header = ["" if c is None else str(c) for c in text.columns]
+            f.write(rows.text([rows.encode([h], guard=False) for h in header]))
+            for start in range(0, len(text), _CHUNK_ROWS):
+                part = text.iloc[start : start + _CHUNK_ROWS]
+                f.write(rows.text([rows.encode(_cell_list(part.iloc[:, i])) for i in range(part.shape[1])]))
     return Path(out_path)
 
 
@@ -321,10 +355,87 @@ def atomic_text_file(out_path: str | os.PathLike[str], encoding: str = "utf-8"):
 def neutralize_formulas(cells: pd.Series) -> pd.Series:
     """Prefix `'` to every cell a spreadsheet would run as a formula; plain negative numbers are kept."""
     s = cells.astype("string")
-    risky = s.str.contains(_FORMULA_START, regex=True).fillna(False) & ~s.str.fullmatch(
-        _PLAIN_NEGATIVE
-    ).fillna(False)
-    return s.mask(risky.astype(bool), "'" + s)
+    missing = s.isna().to_numpy(dtype=bool)
+    guarded = _guard(s.to_numpy(dtype=object, na_value=""))
+    return pd.Series(pd.array(guarded, dtype=s.dtype), index=s.index, name=s.name).mask(missing)
+
+
+def _guard(cells: np.ndarray) -> np.ndarray:
+    """The formula guard over an object array of str (no missing values): a new array where cells change.
+
+    Only the first character decides, so numpy compares code points (a `U1` cast keeps the first character,
+    as 0 for "" and for NUL alike); Python looks only at the few cells that start like a formula.
+    """
+    if not len(cells):
+        return cells
+    first = cells.astype("U1").view(np.uint32)
+    candidates = np.flatnonzero(np.isin(first, _FORMULA_CODES))
+    if not len(candidates):
+        return cells
+    out = cells.copy()
+    out[candidates] = [
+        "'" + x if x and not (x[0] == "-" and _PLAIN_NEGATIVE_RE.fullmatch(x)) else x
+        for x in cells[candidates].tolist()
+    ]
+    return out
+
+
+def _cell_list(column: pd.Series) -> list[str]:
+    """A column of text cells as a list of str (missing cells, from short rows, are left to `_CsvRows.encode`)."""
+    return column.to_numpy(dtype=object).tolist()
+
+
+def _stripped_ids(ids: pd.Index) -> np.ndarray:
+    """Score ids as text without surrounding spaces, as an object array (NA stays NA)."""
+    values = ids.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return np.array([v.strip() for v in values], dtype=object)
+    return ids.astype("string").str.strip().to_numpy(dtype=object)
+
+
+class _CsvRows:
+    """Rows of text cells as the `csv` module writes them with `QUOTE_MINIMAL` (and so `DataFrame.to_csv`),
+    built a column at a time: `encode` guards and quotes a column's cells, `text` joins columns into lines.
+
+    Which characters need quoting is asked of the `csv` module itself, so the text matches it byte for byte
+    whatever the Python version.
+    """
+
+    def __init__(self, sep: str, newline: str) -> None:
+        self.sep, self.newline = sep, newline
+        probe = io.StringIO()
+        writer = csv.writer(probe, delimiter=sep, lineterminator=newline, quoting=csv.QUOTE_MINIMAL)
+        suspects = sorted({sep, '"', "\r", "\n", "\t", " ", "'", ",", ";", "\x00", *newline})
+        for ch in suspects:
+            writer.writerow([f"a{ch}b", "c"])
+        self.special = [ch for ch in suspects if f'"a{ch}' in probe.getvalue()]
+        self.needs_quotes = re.compile("[" + re.escape("".join(self.special)) + "]")
+
+    def encode(self, cells: list[str], *, guard: bool = True) -> list[str]:
+        """Each cell as written: through the formula guard (unless `guard=False`), then quoted if needed.
+
+        A column none of whose cells holds a formula start or a character that needs quoting (most of them:
+        ids, numbers, dates, countries) costs one join and a few substring searches.
+        """
+        try:
+            joined = "".join(cells)
+        except TypeError:  # missing cells (NaN, None, NA): written empty, as `to_csv` writes them
+            cells = [v if isinstance(v, str) else "" for v in cells]
+            joined = "".join(cells)
+        if guard and any(ch in joined for ch in _FORMULA_START):
+            cells = _guard(np.array(cells, dtype=object)).tolist()
+        if any(ch in joined for ch in self.special):
+            search = self.needs_quotes.search
+            cells = ['"' + x.replace('"', '""') + '"' if search(x) else x for x in cells]
+        return cells
+
+    def text(self, columns: Sequence[list[str]]) -> str:
+        """The lines for these encoded columns (lists of equal length), each line ending with the newline."""
+        if not columns or not len(columns[0]):
+            return ""
+        if len(columns) == 1:  # a row of one empty field is written "" so that it is not a blank line
+            return "".join((x or '""') + self.newline for x in columns[0])
+        return self.newline.join(map(self.sep.join, zip(*columns, strict=True))) + self.newline
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -443,7 +554,8 @@ def _sep_name(sep: str) -> str:
 
 
 def _chunks(layout: _Layout, chunksize: int = _CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """The file's rows, every column as text, `chunksize` rows at a time.
+    """The file's rows, every column as text (object columns of str; NaN for the missing fields of a short
+    row), `chunksize` rows at a time.
 
     Every column is read even when few are mapped: with `usecols` pandas silently drops the extra fields of
     a row with an unquoted separator, and the shifted values would be read as data. Chunks keep memory to
@@ -452,7 +564,11 @@ def _chunks(layout: _Layout, chunksize: int = _CHUNK_ROWS) -> Iterator[pd.DataFr
     # The error translation wraps each read, not the yields, so a caller's exception is never rewritten.
     with _translated(layout):
         reader = pd.read_csv(
-            layout.path, sep=layout.sep, skiprows=layout.skip, chunksize=chunksize, **_READ_OPTIONS
+            layout.path,
+            sep=layout.sep,
+            skiprows=layout.skip,
+            chunksize=chunksize,
+            **{**_READ_OPTIONS, "dtype": object},  # plain str: no per-cell wrapping into a string dtype
         )
     with reader:
         while True:
@@ -569,7 +685,11 @@ def _named(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """The mapped columns under their canonical names, without blank rows, and each row's spreadsheet number."""
     # A blank line (or a row of empty cells) is not a record; its number still counts, as in a spreadsheet.
-    keep = ~chunk.eq("").all(axis=1).to_numpy(dtype=bool)
+    # Only rows whose first cell is empty can be blank, so only those are looked at whole.
+    keep = np.ones(len(chunk), dtype=bool)
+    maybe = np.flatnonzero(chunk.iloc[:, 0].to_numpy(dtype=object) == "")
+    if len(maybe):
+        keep[maybe] = ~chunk.iloc[maybe].eq("").all(axis=1).to_numpy(dtype=bool)
     named = pd.DataFrame(
         {key: chunk.iloc[keep, pos] for key, pos in mapping.items()}, index=chunk.index[keep]
     )
@@ -607,8 +727,9 @@ def _check_ids(
     *,
     seen: dict[str, int] | None = None,
     allow_blank: bool = False,
-) -> None:
-    """Raise a `BookError` for blank or repeated ids, naming them and their spreadsheet rows."""
+) -> pd.Index:
+    """Raise a `BookError` for blank or repeated ids, naming them and their spreadsheet rows; else return the
+    ids present as an object index (its hash table, built by the uniqueness check, serves later lookups)."""
     header = _quoted(layout.headers[position].strip())
     blank = ids.isna().to_numpy(dtype=bool)
     if blank.any() and not allow_blank:
@@ -620,6 +741,9 @@ def _check_ids(
             path=layout.path,
         )
     present = ids[~blank]
+    index = pd.Index(present.to_numpy(dtype=object), dtype=object)
+    if seen is None and index.is_unique:
+        return index
     dup_mask = np.array(present.duplicated(keep=False), dtype=bool)
     earlier: dict[str, list[int]] = {}
     if seen is not None and not seen.keys().isdisjoint(present.tolist()):
@@ -642,6 +766,7 @@ def _check_ids(
         )
     if seen is not None:
         seen.update(zip(present.tolist(), rows[~blank].tolist(), strict=True))
+    return index
 
 
 def _and_list(items: Sequence[Any]) -> str:

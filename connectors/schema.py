@@ -4,8 +4,11 @@ Connectors (the CSV reader and every CRM connector) hand raw CRM values to `conf
 the shape docs/architecture.md ("Data model") describes, plus a `ParseReport` of the values it had to leave missing; `scoring/`
 only ever sees the canonical shape. Missing stays missing (`pd.NA`/`NaT`), never a silent 0.
 
-Every parser is vectorised over a whole column (pandas `.str` + regex) and returns a `Parsed` pair: the
-parsed values and a mask of cells that held something but could not be read, so callers can count them.
+Every parser reads a whole column at once and returns a `Parsed` pair: the parsed values and a mask of cells
+that held something but could not be read, so callers can count them. Columns that repeat (numbers, dates,
+booleans) are parsed once per distinct text; columns that rarely do (ids, names, domains) in one pass per cell.
+Either way the work is on plain Python strings (compiled regexes, `float`), whatever the column's string dtype,
+and text comes out as `TEXT_DTYPE`.
 Choices worth knowing (tests pin each one):
 
 * Placeholders `""`, `n/a`, `N/A`, `na`, `n.a.`, `-`, `--`, dashes, `none`, `null`, `nil`, `nan`, `#N/A` are
@@ -29,6 +32,7 @@ Choices worth knowing (tests pin each one):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -39,10 +43,14 @@ import pandas as pd
 Kind = Literal["string", "domain", "int", "number", "datetime", "boolean"]
 Decimal = Literal["auto", ".", ","]
 
+#: The text dtype of canonical columns: object-backed, NA as `pd.NA`, the same with or without pyarrow and in
+#: pandas 2 and 3 (docs/architecture.md, "String dtypes").
+TEXT_DTYPE = pd.StringDtype("python")
+
 #: pandas dtype each kind of column ends up with.
 KIND_DTYPES: dict[str, str] = {
-    "string": "string",
-    "domain": "string",
+    "string": "string[python]",
+    "domain": "string[python]",
     "int": "Int64",
     "number": "Float64",
     "datetime": "datetime64[us, UTC]",
@@ -106,15 +114,33 @@ _BODY_COMMA = (
     r"^(?:[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?|[1-9]\d{0,2}(?:" + _SP + r"\d{3})+(?:,\d+)?|\d*,\d+|\d+)$"
 )
 _BODY_PLAIN = r"^(?:\d+|\d*[.,]\d+)$"  # the only bodies an exponent may follow
-_PLAIN_NUMBER = r"-?\d+(?:\.\d+)?"
+_PLAIN_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
+_DOT_GROUPED_RE = re.compile(r"-?[1-9]\d{0,2}\.\d{3}")
 _UNITS = {"k": 1e3, "m": 1e6, "mm": 1e6, "mn": 1e6, "b": 1e9, "bn": 1e9}
 _MAX_EXACT_INT = 2**53  # beyond this a float no longer holds every integer
 
 # A host that needs no rewriting: ASCII labels, the last one not all digits (so no IP address).
 _BARE_HOST = r"[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z0-9-]*[a-z][a-z0-9-]*"
-_ISO_DATETIME = (
+_ISO_DATETIME_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[t ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?\s*(?:z|[+-]\d{2}(?::?\d{2})?)?$"
 )
+# A bare host, or one behind a scheme and "www." with a path after it: the host needs no other rewriting.
+# Possessive groups (?:...)?+ never give "www." back, so "www.com" is not read as the host "www.com" here
+# (the step-by-step rewriting makes it "com", no host).
+_PLAIN_URL_RE = re.compile(r"(?:[a-z][a-z0-9+.\-]*://)?+(?:www\d*\.)?+(" + _BARE_HOST + r")(?:[/?#].*)?")
+_HOST_REWRITES = tuple(
+    re.compile(p)
+    for p in (
+        r"^[a-z][a-z0-9+.\-]*://",  # scheme
+        r"^mailto:",
+        r"[/?#].*$",  # path, query, fragment
+        r"^.*@",  # e-mail local part or URL user info
+        r":\d+$",  # port
+        r"^www\d*\.",
+    )
+)
+_VALID_HOST_RE = re.compile(r"[^\s./:@,;]+(?:\.[^\s./:@,;]+)+")
+_NUMERIC_TAIL_RE = re.compile(r"\.\d+$")  # an IP address or a decimal is no domain
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
@@ -131,10 +157,20 @@ class Parsed(NamedTuple):
 # Value parsers
 
 
-def _factorize(s: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """Codes into the distinct values (NA -> -1): CRM columns repeat a lot, so parsers work on distinct values."""
-    codes, uniques = pd.factorize(s.astype("string"))
-    return codes, pd.Series(uniques, dtype="string")
+def _cells(raw: pd.Series) -> np.ndarray:
+    """The column's cells as an object array of str, None where missing.
+
+    Non-text cells (an API's numbers, say) become the text `astype("string")` gives them. Parsers then work on
+    plain Python strings whatever the column's dtype (object, `str`, `string[python]` or Arrow-backed).
+    """
+    if raw.dtype == object:
+        values = raw.to_numpy()
+        if pd.api.types.infer_dtype(values, skipna=False) == "string":
+            return values  # every cell a str, none missing: the common case, taken without a copy
+    values = raw.to_numpy(dtype=object, na_value=None)
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        values = raw.astype(TEXT_DTYPE).to_numpy(dtype=object, na_value=None)
+    return values
 
 
 def _take(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
@@ -147,23 +183,44 @@ def _take(values: np.ndarray, codes: np.ndarray, fill: Any) -> np.ndarray:
 
 def clean_string(raw: pd.Series) -> pd.Series:
     """Strip surrounding whitespace and turn empty cells into NA; Unicode is kept exactly as written."""
-    codes, u = _factorize(raw)
-    stripped = u.str.strip()
-    stripped = stripped.mask(stripped == "")
-    return pd.Series(stripped.array.take(codes, allow_fill=True), index=raw.index)
+    # One strip per cell beats hashing every cell to strip the distinct ones: ids and names rarely repeat.
+    out = [None if v is None else (v.strip() or None) for v in _cells(raw).tolist()]
+    return pd.Series(pd.array(out, dtype=TEXT_DTYPE), index=raw.index)
 
 
-def _text(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Stripped text and the mask of placeholder cells (NA, empty, `n/a`, `-` ...), which are not errors."""
-    codes, u = _factorize(raw)
-    stripped = u.str.strip()
-    placeholder = (stripped.isna() | stripped.str.lower().isin(NA_TOKENS)).to_numpy(dtype=bool)
-    s = pd.Series(stripped.array.take(codes, allow_fill=True), index=raw.index)
-    return s, pd.Series(_take(placeholder, codes, True).astype(bool), index=raw.index)
+def _distinct(raw: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The column as codes into its distinct stripped texts (placeholders and NA -> -1), those texts (object
+    array), and the mask of placeholder cells (NA, empty, `n/a`, `-` ...), which are not errors."""
+    codes, raw_uniques = pd.factorize(_cells(raw))
+    stripped = [v.strip() for v in raw_uniques.tolist()]
+    placeholder = np.array([v.lower() in NA_TOKENS for v in stripped], dtype=bool)
+    kept = np.array(stripped, dtype=object)
+    kept[placeholder] = None
+    merged, uniques = pd.factorize(kept)  # " 12" and "12" are one text
+    return (
+        np.append(merged, -1)[codes],
+        np.asarray(uniques, dtype=object),
+        np.append(placeholder, True)[codes],
+    )
 
 
-def _as_float(text: pd.Series, ok: np.ndarray) -> np.ndarray:
-    return pd.to_numeric(text.where(ok), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+def _as_float(texts: Sequence[str], ok: np.ndarray) -> np.ndarray:
+    """float() of each text where `ok` (exact, correctly rounded in every pandas version), else NaN."""
+    out = np.full(len(ok), np.nan)
+    at = np.flatnonzero(ok)
+    chosen = texts if len(at) == len(texts) else [texts[i] for i in at.tolist()]
+    try:
+        out[at] = np.fromiter(map(float, chosen), dtype=float, count=len(chosen))
+    except ValueError:
+        out[at] = [_float_or_nan(x) for x in chosen]
+    return out
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 class _Readings(NamedTuple):
@@ -176,30 +233,32 @@ class _Readings(NamedTuple):
     factor: np.ndarray
 
 
-def _read_numbers(u: pd.Series) -> _Readings:
-    n = len(u)
+def _read_numbers(distinct: np.ndarray) -> _Readings:
+    n = len(distinct)
+    texts = distinct.tolist()
     point_ok, comma_ok = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     point_val, comma_val = np.full(n, np.nan), np.full(n, np.nan)
     factor = np.ones(n)
 
-    # Fast path for what most cells are, "1200" or "1087000.0": pandas parses these in C.
-    simple = u.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+    # Fast path for what most cells are, "1200" or "1087000.0": one regex and float() per distinct text.
+    plain, grouping = _PLAIN_NUMBER_RE.fullmatch, _DOT_GROUPED_RE.fullmatch
+    simple = np.fromiter((plain(x) is not None for x in texts), dtype=bool, count=n)
     if simple.any():
-        fast = u[simple]
-        value = pd.to_numeric(fast, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        no_dot = ~fast.str.contains(".", regex=False).to_numpy(dtype=bool)
+        fast = [x for x, ok in zip(texts, simple.tolist(), strict=True) if ok]
+        value = _as_float(fast, np.ones(len(fast), dtype=bool))
+        no_dot = np.fromiter(("." not in x for x in fast), dtype=bool, count=len(fast))
         # "1.200" is also 1200 with a decimal comma; "1087000.0" and "12.5" read only one way.
-        grouped = fast.str.fullmatch(r"-?[1-9]\d{0,2}\.\d{3}").fillna(False).to_numpy(dtype=bool)
+        grouped = np.fromiter((grouping(x) is not None for x in fast), dtype=bool, count=len(fast))
         point_ok[simple], point_val[simple] = True, value
         comma_ok[simple] = no_dot | grouped
-        comma_val[simple] = np.where(
-            no_dot, value, _as_float(fast.str.replace(".", "", regex=False), np.ones(len(fast), dtype=bool))
-        )
+        # Only read where comma_ok: "1.200" without its point.
+        comma_val[simple] = np.where(no_dot, value, _as_float([x.replace(".", "") for x in fast], grouped))
     rest = ~simple
     if not rest.any():
         return _Readings(point_ok, comma_ok, point_val, comma_val, factor)
 
-    parts = u[rest].str.lower().str.extract(_NUMBER_SHAPE)
+    u = pd.Series(distinct[rest], dtype=TEXT_DTYPE)
+    parts = u.str.lower().str.extract(_NUMBER_SHAPE)
     body, exp, unit = parts["body"], parts["exp"], parts["unit"]
     has = parts.notna()
     shaped = (
@@ -214,11 +273,12 @@ def _read_numbers(u: pd.Series) -> _Readings:
     c = shaped & body.str.fullmatch(_BODY_COMMA).fillna(False).to_numpy(dtype=bool)
     exp_text = exp.fillna("")
     point_ok[rest], comma_ok[rest] = p, c
-    point_val[rest] = _as_float(body.str.replace(r"[,\s\u00a0\u202f]", "", regex=True) + exp_text, p)
-    comma_val[rest] = _as_float(
-        body.str.replace(r"[.\s\u00a0\u202f]", "", regex=True).str.replace(",", ".", regex=False) + exp_text,
-        c,
+    point_text = body.str.replace(r"[,\s\u00a0\u202f]", "", regex=True) + exp_text
+    comma_text = (
+        body.str.replace(r"[.\s\u00a0\u202f]", "", regex=True).str.replace(",", ".", regex=False) + exp_text
     )
+    point_val[rest] = _as_float(point_text.tolist(), p)
+    comma_val[rest] = _as_float(comma_text.tolist(), c)
     negative = (
         parts["sign"].isin(["-", "\u2212"]).to_numpy(dtype=bool)
         | parts["sign2"].isin(["-", "\u2212"]).to_numpy(dtype=bool)
@@ -243,8 +303,7 @@ def parse_number(raw: pd.Series, *, decimal: Decimal = "auto", fallback: Literal
         bad = pd.Series(np.isinf(raw.to_numpy(dtype=float, na_value=np.nan)), index=raw.index)
         return Parsed(pd.Series(values, index=raw.index).mask(bad), bad)
 
-    s, placeholder = _text(raw)
-    codes, u = _factorize(s.mask(placeholder))
+    codes, u, placeholder = _distinct(raw)
     r = _read_numbers(u)
     p, c = r.point_ok, r.comma_ok
     if decimal == ".":
@@ -268,7 +327,7 @@ def parse_number(raw: pd.Series, *, decimal: Decimal = "auto", fallback: Literal
     distinct[~np.isfinite(distinct)] = np.nan
     values = _take(distinct, codes, np.nan).astype(float)
     parsed = pd.Series(pd.array(values, dtype="Float64"), index=raw.index)
-    return Parsed(parsed, (~placeholder & parsed.isna()).astype(bool))
+    return Parsed(parsed, pd.Series(~placeholder & parsed.isna().to_numpy(dtype=bool), index=raw.index))
 
 
 def parse_int(raw: pd.Series, *, decimal: Decimal = "auto", fallback: Literal[".", ","] = ".") -> Parsed:
@@ -288,12 +347,13 @@ def parse_datetime(raw: pd.Series) -> Parsed:
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         dt = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize("UTC")
         return Parsed(dt.dt.tz_convert("UTC").astype(dtype), pd.Series(False, index=raw.index))
-    s, placeholder = _text(raw)
-    codes, u = _factorize(s.mask(placeholder))  # dates repeat a lot: parse each distinct text once
-    iso = u.str.lower().str.fullmatch(_ISO_DATETIME).fillna(False).astype(bool)
-    distinct = pd.to_datetime(u.where(iso), format="ISO8601", utc=True, errors="coerce").astype(dtype)
+    codes, u, placeholder = _distinct(raw)  # dates repeat a lot: parse each distinct text once
+    iso_match = _ISO_DATETIME_RE.fullmatch
+    iso = np.fromiter((iso_match(x.lower()) is not None for x in u.tolist()), dtype=bool, count=len(u))
+    texts = pd.Series(u, dtype=TEXT_DTYPE).where(iso)
+    distinct = pd.to_datetime(texts, format="ISO8601", utc=True, errors="coerce").astype(dtype)
     parsed = pd.Series(distinct.array.take(codes, allow_fill=True), index=raw.index)
-    return Parsed(parsed, (~placeholder & parsed.isna()).astype(bool))
+    return Parsed(parsed, pd.Series(~placeholder & parsed.isna().to_numpy(dtype=bool), index=raw.index))
 
 
 def normalize_domain(raw: pd.Series) -> Parsed:
@@ -301,46 +361,52 @@ def normalize_domain(raw: pd.Series) -> Parsed:
 
     A cell that is not a host name afterwards (no dot, spaces, several domains in one cell) is unparseable.
     """
-    s, placeholder = _text(raw)
-    low = s.str.lower()
-    # Most cells are already a bare host ("acme.com"): only the others go through the rewriting below.
-    bare = (low.str.fullmatch(_BARE_HOST).fillna(False) & ~low.str.startswith("www").fillna(False)).to_numpy(
-        dtype=bool
+    # Domains rarely repeat, so each cell is read once, in one pass: most are a bare host ("acme.com") or a
+    # plain URL ("https://www.acme.com/about"), which one regex settles; only the others are rewritten step
+    # by step (_host_of).
+    fast = _PLAIN_URL_RE.fullmatch
+    values: list[str | None] = []
+    bad: list[bool] = []
+    for cell in _cells(raw).tolist():
+        low = None if cell is None else cell.strip().lower()
+        if low is None or low in NA_TOKENS:
+            values.append(None)
+            bad.append(False)
+            continue
+        m = fast(low)
+        host = m.group(1) if m else _host_of(low)
+        values.append(host)
+        bad.append(host is None)
+    return Parsed(
+        pd.Series(pd.array(values, dtype=TEXT_DTYPE), index=raw.index),
+        pd.Series(np.array(bad, dtype=bool), index=raw.index),
     )
-    messy_at = np.flatnonzero(~bare & ~placeholder.to_numpy(dtype=bool))
-    messy = low.iloc[messy_at]
-    host = (
-        messy.str.replace(r"^[a-z][a-z0-9+.\-]*://", "", regex=True)  # scheme
-        .str.replace(r"^mailto:", "", regex=True)
-        .str.replace(r"[/?#].*$", "", regex=True)  # path, query, fragment
-        .str.replace(r"^.*@", "", regex=True)  # e-mail local part or URL user info
-        .str.replace(r":\d+$", "", regex=True)  # port
-        .str.replace(r"^www\d*\.", "", regex=True)
-        .str.rstrip(".")
-    )
-    valid = (
-        host.str.fullmatch(r"[^\s./:@,;]+(?:\.[^\s./:@,;]+)+").fillna(False)
-        & ~host.str.contains(r"\.\d+$", regex=True).fillna(False)  # an IP address or a decimal is no domain
-    ).astype(bool)
-    ok = valid.to_numpy(dtype=bool)
-    values = low.where(bare)
-    values.iloc[messy_at[ok]] = host[ok].to_numpy()
-    bad = np.zeros(len(raw), dtype=bool)
-    bad[messy_at[~ok]] = True
-    return Parsed(values, pd.Series(bad, index=raw.index))
+
+
+def _host_of(low: str) -> str | None:
+    """The host of a lower-cased cell that is not a plain URL: scheme, `mailto:`, path, user info, port and
+    `www.` dropped, in that order; None when what is left is not a host name."""
+    host = low
+    for pattern in _HOST_REWRITES:
+        host = pattern.sub("", host)
+    host = host.rstrip(".")
+    if _VALID_HOST_RE.fullmatch(host) and not _NUMERIC_TAIL_RE.search(host):
+        return host
+    return None
 
 
 def parse_bool(raw: pd.Series) -> Parsed:
     """Parse `true/false`, `yes/no`, `y/n`, `t/f`, `1/0` (any case) into the nullable boolean dtype."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         return Parsed(raw.astype("boolean"), pd.Series(False, index=raw.index))
-    s, placeholder = _text(raw)
-    low = s.str.lower()
-    is_true, is_false = low.isin(_TRUE).astype(bool), low.isin(_FALSE).astype(bool)
+    codes, u, placeholder = _distinct(raw)
+    lowered = [x.lower() for x in u.tolist()]
+    is_true = _take(np.array([x in _TRUE for x in lowered], dtype=bool), codes, False).astype(bool)
+    is_false = _take(np.array([x in _FALSE for x in lowered], dtype=bool), codes, False).astype(bool)
     values = pd.Series(pd.NA, index=raw.index, dtype="boolean")
     values[is_true] = True
     values[is_false] = False
-    return Parsed(values, (~placeholder & ~is_true & ~is_false).astype(bool))
+    return Parsed(values, pd.Series(~placeholder & ~is_true & ~is_false, index=raw.index))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pandas as pd
 
 from scoring.aggregates import AGGREGATE_COLUMNS
 from scoring.conditions import (
+    TEXT_DTYPE,
     Condition,
     describe_conditions,
     evaluate,
@@ -249,7 +250,7 @@ def select_club(
         raise ClubError(f"club.club_size must be at least 1, got {club_size}")
 
     pinned = list(dict.fromkeys(str(p) for p in pinned))
-    ids = book["id"].astype("string")
+    ids = book["id"].astype(TEXT_DTYPE)
     unknown = sorted(set(pinned) - set(ids[ids.isin(pinned)].tolist())) if pinned else []
     if unknown:
         raise ClubError(f"club.pinned ids not in the book: {', '.join(unknown)}")
@@ -317,9 +318,9 @@ def select_club(
     members = members.iloc[rank].reset_index(drop=True)
     members = members.astype(
         {
-            "id": "string",
-            "name": "string",
-            "criteria_met": "string",
+            "id": TEXT_DTYPE,
+            "name": TEXT_DTYPE,
+            "criteria_met": TEXT_DTYPE,
             "n_met": "Int64",
             "won_amount": "Float64",
         }

@@ -30,7 +30,13 @@ import pandas as pd
 
 from scoring.errors import ConditionError
 
+#: The dtype of the text columns scoring builds (tiers, reasons, segments): object-backed, NA as `pd.NA`,
+#: whether or not pyarrow is installed, in pandas 2 and 3 (docs/architecture.md, "String dtypes"). A
+#: million reasons are a million pointers to a few thousand shared strings, never a copy of each row's text.
+TEXT_DTYPE = pd.StringDtype("python")
+
 __all__ = [
+    "TEXT_DTYPE",
     "OPERATORS",
     "Condition",
     "ConditionError",

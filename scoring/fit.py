@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scoring.conditions import normalise_text, text_codes
+from scoring.conditions import TEXT_DTYPE, normalise_text, text_codes
 from scoring.errors import ProfileError, ScoringError
 from scoring.profile import Profile, ProfileAttribute, format_number
 
@@ -190,7 +190,8 @@ def score(
     """Score every account against `profile`: a frame indexed like `accounts` with `icp_fit_score` (Int64,
     0-100), `icp_tier` (A-D), `icp_reasons` and `data_completeness` (Float64, 0-1).
 
-    An empty frame gives an empty result (an incremental run may have nothing to score).
+    An empty frame gives an empty result (an incremental run may have nothing to score). Rows never
+    interact, so this is also the function to map over partitions (see `score_chunks`).
     """
     return _score(accounts, _CompiledProfile(profile), tiers, reasons_max_len)
 
@@ -204,7 +205,12 @@ def score_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Score an iterable of account frames lazily, one result per frame, so memory stays bounded by a chunk.
 
-    Equal to `score` on the concatenation: a row's result depends only on that row and the profile.
+    Equal to `score` on the concatenation, reasons and tiers included: a row's result depends only on that
+    row and the profile (tests/scoring/test_fit.py cuts a book anywhere to hold this). This is the one chunked
+    path: a chunk is scored by `score`'s own per-frame function, so a partitioned engine maps `score` itself
+    over its partitions (Dask: `ddf.map_partitions(score, profile, tiers=..., reasons_max_len=...)`) and
+    gets the same rows as this generator. Learn the profile on the whole book first; scoring needs nothing
+    else from it.
     """
     compiled = _CompiledProfile(profile)
     for frame in frames:
@@ -267,8 +273,10 @@ def _score(
     return pd.DataFrame(
         {
             "icp_fit_score": pd.array(scores, dtype="Int64"),
-            "icp_tier": pd.array(tier_names, dtype="string"),
-            "icp_reasons": pd.array(reason_texts[combo] if n else np.array([], dtype=object), dtype="string"),
+            "icp_tier": pd.array(tier_names, dtype=TEXT_DTYPE),
+            "icp_reasons": pd.array(
+                reason_texts[combo] if n else np.array([], dtype=object), dtype=TEXT_DTYPE
+            ),
             "data_completeness": pd.array(np.round(known / compiled.total_weight, 4), dtype="Float64"),
         },
         index=accounts.index,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scoring.conditions import Condition, evaluate, parse_conditions, validate_conditions
+from scoring.conditions import TEXT_DTYPE, Condition, evaluate, parse_conditions, validate_conditions
 from scoring.errors import ConditionError
 
 __all__ = [
@@ -103,7 +103,7 @@ def assign_segments(
     """
     if not rules:
         if "employees" not in df.columns:
-            return pd.Series(DEFAULT_SEGMENT_FALLBACK, index=df.index, dtype="string")
+            return pd.Series(DEFAULT_SEGMENT_FALLBACK, index=df.index, dtype=TEXT_DTYPE)
         rules, default = DEFAULT_SEGMENTS, DEFAULT_SEGMENT_FALLBACK
     names = [default, *(r.name for r in rules)]
     # Walk the rules last to first, so where several match the first one's code is written last and wins.
@@ -113,4 +113,4 @@ def assign_segments(
         mask = evaluate(df, rule.when, allow_quantiles=False, where=f"segments[{k - 1}].when")
         codes[mask.to_numpy()] = k
     labels = np.array(names, dtype=object)[codes]
-    return pd.Series(pd.array(labels, dtype="string"), index=df.index, name="segment")
+    return pd.Series(pd.array(labels, dtype=TEXT_DTYPE), index=df.index, name="segment")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from connectors import csvfile
@@ -17,6 +18,7 @@ from connectors.schema import ParseReport
 from scoring.aggregates import AGGREGATE_COLUMNS, with_aggregates
 from scoring.backtest import backtest as backtest_book
 from scoring.club import Club, select_club, validate_criteria
+from scoring.conditions import TEXT_DTYPE
 from scoring.errors import ScoringError
 from scoring.fit import Tiers, attribute_matches, score, summarize
 from scoring.profile import Profile, format_number, learn_profile, load_profile, save_profile
@@ -145,18 +147,29 @@ def score_book(
         )
     fit = score(accounts, profile, tiers=tiers_of(config), reasons_max_len=config.reasons_max_len)
     scored_at = scored_at or pd.Timestamp.now(tz="UTC").floor("s")
+    n = len(accounts)
+
+    def text(values) -> pd.api.extensions.ExtensionArray:
+        # Explicitly object-backed text: pandas 3 would otherwise infer `str`, Arrow-backed (a copy of every
+        # row's text) when pyarrow is installed (docs/architecture.md, "String dtypes").
+        if isinstance(values, pd.Series):
+            if values.dtype == TEXT_DTYPE:
+                return values.array  # canonical columns already are: no copy
+            values = values.to_numpy(dtype=object, na_value=None)
+        return pd.array(values, dtype=TEXT_DTYPE)
+
     out = pd.DataFrame(
         {
-            "name": accounts["name"].to_numpy(),
-            "icp_segment": assign_segments(accounts, list(config.segments)).to_numpy(),
-            "icp_fit_score": fit["icp_fit_score"].to_numpy(),
-            "icp_tier": fit["icp_tier"].to_numpy(),
-            "icp_reasons": fit["icp_reasons"].to_numpy(),
-            "icp_scored_at": scored_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "icp_model": profile.version,
-            "data_completeness": fit["data_completeness"].to_numpy(),
+            "name": text(accounts["name"]),
+            "icp_segment": text(assign_segments(accounts, list(config.segments))),
+            "icp_fit_score": fit["icp_fit_score"].array,
+            "icp_tier": fit["icp_tier"].array,
+            "icp_reasons": fit["icp_reasons"].array,
+            "icp_scored_at": text(np.full(n, scored_at.strftime("%Y-%m-%dT%H:%M:%SZ"), dtype=object)),
+            "icp_model": text(np.full(n, profile.version, dtype=object)),
+            "data_completeness": fit["data_completeness"].array,
         },
-        index=pd.Index(accounts["id"].astype("string"), name="id"),
+        index=pd.Index(text(accounts["id"]), name="id"),
     )
     return out
 

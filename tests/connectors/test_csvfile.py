@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from connectors import csvfile
 from connectors.csvfile import (
     SCORE_COLUMNS,
     BookError,
@@ -17,6 +20,7 @@ from connectors.csvfile import (
     read_deals,
     write_scored,
 )
+from connectors.schema import KIND_DTYPES, TEXT_DTYPE
 from sandbox.book import ACCOUNT_HEADERS, DEAL_HEADERS, LOST_STAGES, WON_STAGES, export_csv, generate_book
 
 STAGES = {"won": WON_STAGES, "lost": LOST_STAGES}
@@ -33,6 +37,18 @@ def export(book, tmp_path):
     accounts, deals = tmp_path / "accounts.csv", tmp_path / "deals.csv"
     export_csv(book, accounts, deals, dirty=True)
     return accounts, deals
+
+
+def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sample book as the reader returns it: text as TEXT_DTYPE whatever pandas made of "string" (Arrow
+    with pyarrow installed), datetimes in the schema's unit (pandas 2 makes the sample's nanoseconds)."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.StringDtype):
+            out[column] = out[column].astype(TEXT_DTYPE)
+        elif pd.api.types.is_datetime64_any_dtype(out[column].dtype):
+            out[column] = out[column].astype(KIND_DTYPES["datetime"])
+    return out
 
 
 def _raw(path: Path) -> pd.DataFrame:
@@ -68,7 +84,7 @@ def _scores(ids, **overrides) -> pd.DataFrame:
 
 def test_dirty_export_reads_back_as_the_clean_book(book, export):
     accounts, report = read_accounts(export[0], ACCOUNT_HEADERS)
-    clean = book.accounts.copy()
+    clean = _canonical(book.accounts)
     raw_revenue = _raw(export[0])["Annual Revenue"]
     # "$2.5M" is unambiguous but rounded by the export: compare those cells within the rounding, the rest exactly.
     abbreviated = raw_revenue.str.contains("M", regex=False).to_numpy()
@@ -105,7 +121,7 @@ def test_dirty_employees_are_parsed_where_unambiguous_and_counted_otherwise(book
 
 def test_read_book_deals_match_the_clean_book(book, export):
     result = read_book(export[0], export[1], ACCOUNT_HEADERS, DEAL_COLUMNS, STAGES)
-    expected = book.deals[list(result.deals.columns)]
+    expected = _canonical(book.deals[list(result.deals.columns)])
     pd.testing.assert_frame_equal(result.deals, expected)
     assert result.report.orphan_deals.count == 0
     assert set(result.report.unknown_stages) == {"Prospecting", "Qualification", "Proposal", "Negotiation"}
@@ -474,16 +490,16 @@ def test_a_failed_replace_leaves_the_previous_output_and_no_temp_file(tmp_path, 
 def test_a_crash_mid_write_leaves_the_previous_output(tmp_path, monkeypatch):
     src = _write(tmp_path / "a.csv", "id,name\n" + "".join(f"A{i},n{i}\n" for i in range(10)))
     out = _write(tmp_path / "out.csv", "previous run\n")
-    real_to_csv = pd.DataFrame.to_csv
+    real_text = csvfile._CsvRows.text
     calls = []
 
-    def to_csv_then_crash(self, *args, **kwargs):
+    def text_then_crash(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:  # header and one chunk are already in the temporary file
             raise KeyboardInterrupt
-        return real_to_csv(self, *args, **kwargs)
+        return real_text(self, *args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv_then_crash)
+    monkeypatch.setattr(csvfile._CsvRows, "text", text_then_crash)
     with pytest.raises(KeyboardInterrupt):
         write_scored(src, out, _scores([f"A{i}" for i in range(10)]), chunksize=4)
     assert len(calls) == 3
@@ -497,3 +513,49 @@ def test_write_scored_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     out.chmod(0o640)
     write_scored(src, out, _scores(["A1"]))
     assert out.stat().st_mode & 0o777 == 0o640
+
+
+# The guard and the writer as first written (regex per cell, `DataFrame.to_csv`): what the columnar writer
+# must reproduce byte for byte.
+def _reference_guard(cells: pd.Series) -> pd.Series:
+    s = cells.astype("string")
+    risky = s.str.contains(r"^[=+\-@\t\r\x00]", regex=True).fillna(False) & ~s.str.fullmatch(
+        r"^-(?:(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?)?$"
+    ).fillna(False)
+    return s.mask(risky.astype(bool), "'" + s)
+
+
+_CELLS = st.text(alphabet=st.sampled_from(list("=+-@\t\r\n\x00,;\"' a1.éE")), max_size=6) | st.none()
+
+
+@settings(max_examples=300)
+@given(
+    rows=st.lists(st.lists(_CELLS, min_size=3, max_size=3), max_size=6),
+    width=st.integers(1, 3),
+    sep=st.sampled_from([",", ";", "\t"]),
+    newline=st.sampled_from(["\n", "\r\n"]),
+)
+def test_columnar_writer_and_guard_equal_to_csv_with_the_regex_guard(rows, width, sep, newline):
+    frame = pd.DataFrame([r[:width] for r in rows], columns=[f"c{i}" for i in range(width)], dtype="string")
+    expected = frame.apply(_reference_guard).to_csv(
+        index=False, header=False, sep=sep, lineterminator=newline
+    )
+    writer = csvfile._CsvRows(sep, newline)
+    cells = [frame[c].to_numpy(dtype=object, na_value=None).tolist() for c in frame.columns]
+    assert writer.text([writer.encode(c) for c in cells]) == expected
+    for column in frame.columns:
+        pd.testing.assert_series_equal(
+            csvfile.neutralize_formulas(frame[column]), _reference_guard(frame[column])
+        )
+
+
+@settings(max_examples=100)
+@given(rows=st.lists(st.lists(_CELLS, min_size=2, max_size=2), max_size=5))
+def test_write_frame_writes_what_to_csv_wrote(rows, tmp_path_factory):
+    frame = pd.DataFrame(rows, columns=["=head", "b"], dtype="object")
+    frame["n"] = [1.5 * i for i in range(len(frame))]
+    path = tmp_path_factory.mktemp("frame") / "f.csv"
+    csvfile.write_frame(frame, path)
+    with path.open(newline="") as f:
+        written = f.read()
+    assert written == frame.astype("string").apply(_reference_guard).to_csv(index=False)

@@ -7,13 +7,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.schema import (
+    _BARE_HOST,
     ACCOUNT_SCHEMA,
     DEAL_SCHEMA,
     KIND_DTYPES,
+    NA_TOKENS,
+    TEXT_DTYPE,
     ParseReport,
     Tally,
     clean_string,
@@ -324,7 +327,8 @@ def test_conform_fills_unmapped_columns_with_typed_missing_values():
     frame, report = conform(raw, ACCOUNT_SCHEMA, table="accounts", rows=pd.Series([2, 3]))
     assert list(frame.columns) == [*ACCOUNT_SCHEMA, "tier_custom"]
     for column, kind in ACCOUNT_SCHEMA.items():
-        assert str(frame[column].dtype) == KIND_DTYPES[kind], column
+        assert frame[column].dtype == pd.api.types.pandas_dtype(KIND_DTYPES[kind]), column
+    assert frame["tier_custom"].dtype == TEXT_DTYPE  # extra attributes are text of the same dtype
     assert frame["id"].tolist() == ["A1", "A2"]
     assert frame["employees"][0] == 1200 and frame["employees"][1] is pd.NA
     assert frame["tier_custom"][0] == "Gold" and frame["tier_custom"][1] is pd.NA
@@ -334,4 +338,88 @@ def test_conform_fills_unmapped_columns_with_typed_missing_values():
 
 def test_deal_schema_dtypes():
     frame, _ = conform(pd.DataFrame({"account_id": ["A1"]}), DEAL_SCHEMA, table="deals")
-    assert {c: str(t) for c, t in frame.dtypes.items()} == {c: KIND_DTYPES[k] for c, k in DEAL_SCHEMA.items()}
+    expected = {c: pd.api.types.pandas_dtype(KIND_DTYPES[k]) for c, k in DEAL_SCHEMA.items()}
+    assert dict(frame.dtypes.items()) == expected
+
+
+def test_text_columns_are_object_backed_whatever_the_input_string_dtype():
+    # pandas 3 reads text as `str` (Arrow-backed when pyarrow is installed); canonical text is string[python].
+    for dtype in ("object", "string", "str", "category"):
+        raw = pd.DataFrame(
+            {"id": pd.Series([" A1 ", "A2", None], dtype=dtype), "domain": ["x.com", None, "y"]}
+        )
+        frame, _ = conform(raw, ACCOUNT_SCHEMA, table="accounts")
+        assert frame["id"].dtype == TEXT_DTYPE and frame["domain"].dtype == TEXT_DTYPE, dtype
+        assert frame["id"].tolist() == ["A1", "A2", pd.NA], dtype
+
+
+def _domain_step_by_step(raw: pd.Series) -> list:
+    """normalize_domain as first written (pandas .str, every rewrite on every cell that is not a bare host):
+    the reference the one-pass version must equal."""
+    s = raw.astype("string").str.strip()
+    low = s.str.lower()
+    placeholder = (s.isna() | low.isin(list(NA_TOKENS))).to_numpy(dtype=bool)
+    bare = low.str.fullmatch(_BARE_HOST).fillna(False) & ~low.str.startswith("www").fillna(False)
+    host = (
+        low.str.replace(r"^[a-z][a-z0-9+.\-]*://", "", regex=True)
+        .str.replace(r"^mailto:", "", regex=True)
+        .str.replace(r"[/?#].*$", "", regex=True)
+        .str.replace(r"^.*@", "", regex=True)
+        .str.replace(r":\d+$", "", regex=True)
+        .str.replace(r"^www\d*\.", "", regex=True)
+        .str.rstrip(".")
+    )
+    valid = host.str.fullmatch(r"[^\s./:@,;]+(?:\.[^\s./:@,;]+)+").fillna(False) & ~host.str.contains(
+        r"\.\d+$", regex=True
+    ).fillna(False)
+    out = []
+    for i in range(len(raw)):
+        if placeholder[i]:
+            out.append((None, False))
+        elif bare.iloc[i]:
+            out.append((low.iloc[i], False))
+        elif valid.iloc[i]:
+            out.append((host.iloc[i], False))
+        else:
+            out.append((None, True))
+    return out
+
+
+_URLISH = st.lists(
+    st.sampled_from(
+        [
+            "http",
+            "https",
+            "://",
+            "www",
+            "www2",
+            ".",
+            "acme",
+            "Co",
+            "com",
+            "1",
+            "/",
+            "?q",
+            "#f",
+            "@",
+            ":",
+            "8080",
+            "mailto:",
+            " ",
+            "-",
+            "x",
+            "\n",
+            "é",
+        ]
+    ),
+    max_size=9,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_URLISH, max_size=12))
+def test_normalize_domain_equals_the_step_by_step_rewrite(cells):
+    raw = pd.Series(cells, dtype="object")
+    values, bad = normalize_domain(raw)
+    got = [(None if v is pd.NA else v, b) for v, b in zip(values.tolist(), bad.tolist(), strict=True)]
+    assert got == _domain_step_by_step(raw)

@@ -9,7 +9,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scoring.errors import ScoringError
-from scoring.fit import FIT_COLUMNS, Tiers, attribute_matches, iter_chunks, score, score_chunks, summarize
+from scoring.fit import (
+    FIT_COLUMNS,
+    REASONS_MAX_LEN,
+    Tiers,
+    attribute_matches,
+    iter_chunks,
+    score,
+    score_chunks,
+    summarize,
+)
 from scoring.profile import Profile, ProfileAttribute
 from tests.scoring.naive import naive_score
 from tests.scoring.strategies import accounts_frames, profiles
@@ -252,3 +261,27 @@ def test_a_zero_weight_attribute_adds_nothing_and_says_nothing():
         "country",
         "annual_revenue",
     ]
+
+
+@settings(max_examples=30)
+@given(cuts=st.lists(st.integers(0, 3000), max_size=12), max_len=st.sampled_from([12, 60, REASONS_MAX_LEN]))
+def test_generated_book_in_awkward_chunks_equals_whole(book_with_aggs, profile, cuts, max_len):
+    # Boundaries anywhere: empty chunks, one-row chunks, a chunk whose categorical values are all missing or
+    # all one value, so each chunk's factorisation of the text columns differs from the whole book's.
+    tiers = Tiers(a=70, b=45, c=20)
+    whole = score(book_with_aggs, profile, tiers=tiers, reasons_max_len=max_len)
+    bounds = sorted({0, len(book_with_aggs), *cuts, 1, 2, 3})
+    parts = [book_with_aggs.iloc[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    parts.insert(1, book_with_aggs.iloc[0:0])
+    chunked = pd.concat(list(score_chunks(parts, profile, tiers=tiers, reasons_max_len=max_len)))
+    pd.testing.assert_frame_equal(chunked, whole)  # scores, tiers, reasons and completeness, dtypes too
+    assert chunked["icp_reasons"].str.len().max() <= max_len
+
+
+def test_chunked_scoring_of_a_partition_with_only_missing_values_equals_whole(book_with_aggs, profile):
+    # The rows with a missing categorical value, scored alone and then in their place: same text.
+    names = [a.name for a in profile.attributes if a.kind == "categorical"]
+    lonely = book_with_aggs[book_with_aggs[names[0]].isna()]
+    assert len(lonely) > 0
+    alone = score(lonely, profile)
+    pd.testing.assert_frame_equal(alone, score(book_with_aggs, profile).loc[lonely.index])

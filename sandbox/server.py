@@ -212,7 +212,6 @@ class Sandbox:
         o = self.options
         logging.getLogger("werkzeug").setLevel(logging.INFO if o.log_requests else logging.WARNING)
         self.sf = SalesforceApp(self.db, self.faults, self.calls, o)
-        self.sf.bulk2.upload_limit = o.salesforce_bulk_upload_bytes
         self.hs = HubSpotApp(self.db, self.faults, self.calls, o)
         if self.sf.is_empty() or self.hs.is_empty():
             book = generate_book(o.accounts, seed=o.seed)

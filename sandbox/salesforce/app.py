@@ -129,7 +129,7 @@ class SalesforceApp:
         self.store = Store(db, seed=options.seed, api_username=options.sf_username)
         self.sessions = auth.Sessions(options)
         self.rest = RestApi(self.store, options)
-        self.bulk2 = Bulk2(self.store, self.rest.compile)
+        self.bulk2 = Bulk2(self.store, self.rest.compile, upload_limit=options.salesforce_bulk_upload_bytes)
         self.mdapi = metadata.MetadataApi(self.store)
         self.url_map = Map(_rules(), converters={"version": VersionConverter}, strict_slashes=False)
         self._usage_lock = threading.Lock()

@@ -112,5 +112,25 @@ def test_a_busy_port_is_a_clear_error():
 def test_help_describes_every_option():
     result = CliRunner().invoke(serve, ["--help"])
     assert result.exit_code == 0
-    for option in ("--port", "--accounts", "--seed", "--db", "--faults", "--with-fields", "--json"):
+    for option in (
+        "--port",
+        "--accounts",
+        "--seed",
+        "--db",
+        "--faults",
+        "--with-fields",
+        "--bulk-upload-limit",
+        "--json",
+    ):
         assert option in result.output
+
+
+def test_bulk_upload_limit_is_an_option_shown_in_the_summary(server_process):
+    proc = server_process("--accounts", "5", "--bulk-upload-limit", "20000")
+    lines = []
+    while not lines or "Press Ctrl-C" not in lines[-1]:
+        lines.append(read_line(proc.stdout, timeout=60))
+    assert "Bulk uploads      at most 20,000 bytes each" in "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0

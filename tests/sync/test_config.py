@@ -123,3 +123,21 @@ def test_secrets_in_the_toml_are_refused(tmp_path):
 def test_deal_columns_without_a_deals_file_is_an_error():
     with pytest.raises(ConfigError, match="no deals file"):
         parse_config({"csv": {"accounts": "a.csv", "deals": {"columns": {"stage": "S"}, "file": ""}}})
+
+
+def test_bulk_limits_out_of_range_name_the_key_and_what_is_allowed(tmp_path):
+    path = write(
+        tmp_path,
+        """
+[crm]
+kind = "salesforce"
+[salesforce]
+bulk_upload_bytes = 150000000
+bulk_job_records = 0
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    problems = "\n".join(info.value.problems)
+    assert "salesforce.bulk_upload_bytes = 150000000" in problems and "100000000" in problems
+    assert "salesforce.bulk_job_records = 0" in problems

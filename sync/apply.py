@@ -51,7 +51,8 @@ def apply_changes(
 
     With `live` (the values the plan was made from), each batch's overwrites are re-read right before it is
     sent, and a record whose owned fields moved since the pull is left alone and reported: a rep edited it
-    while this run was working. First fills are not re-read (there is no value to lose).
+    while this run was working. First fills are not re-read by id; with `pulled`, the query below finds
+    those someone changed since the pull, and one whose owned fields a rep filled meanwhile is left alone too.
 
     With `pulled` (each record's change timestamp as pulled; give it when the next incremental pull skips
     our own writes), a record someone touched since the pull, in any field, is written and its id kept in
@@ -123,8 +124,21 @@ def _without_edits_since_the_pull(
         moved = edited_since(live.reindex(now.index), now)
         moved = moved[moved != ""]
     if watch and touched_since is not None and len(fills):
+        filled: list[pd.DataFrame] = []
         for page in connector.iter_accounts(since=touched_since, skip_own_writes=True):
-            stamps.append(page.set_index(page["id"].astype(str))["_modstamp"])
+            page = page.set_index(page["id"].astype(str))
+            stamps.append(page["_modstamp"])
+            page = page[page.index.isin(fills)]
+            if len(page):
+                owned = page[[f"live_{f}" for f in OWNED_FIELDS]]
+                owned.columns = list(OWNED_FIELDS)
+                filled.append(owned)
+        if filled:
+            # a first fill whose owned fields someone filled meanwhile: theirs, left alone like an overwrite
+            now = pd.concat(filled)
+            now = now[~now.index.duplicated(keep="last")]
+            by_rep = edited_since(live.reindex(now.index), now)
+            moved = pd.concat([moved, by_rep[by_rep != ""]])
     result.reread_calls += connector.api_calls - calls
     if not moved.empty:
         result.edited_during_run += [{"record_id": rid, "fields": fields} for rid, fields in moved.items()]

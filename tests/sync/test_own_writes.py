@@ -150,6 +150,27 @@ def test_a_change_made_while_the_first_run_fills_is_pulled_next_run(sb, config):
     assert third.pulled == 0 and third.rechecked == 0
 
 
+def test_a_field_a_rep_fills_while_the_first_run_fills_it_is_kept(sb, config):
+    before = expected(config)
+    rid = before.index[before["icp_tier"].isin(["B", "C"])][0]
+
+    def rep_fills():
+        # Parked: the check right before the first batch is sent; the rep sets the tier by hand meanwhile.
+        assert sb.calls.count("sf.composite") == 0 and sb.calls.count("sf.query") == 3
+        sb.sf.edit("Account", rid, {"ICP_Tier__c": "A"})
+
+    sb.calls.reset()
+    first = run_parked(sb, config, only="sf.query", after=2, while_parked=rep_fills)
+    assert first.edited_during_run == 1 and first.written == N_ACCOUNTS - 1
+    stored = records(sb)[rid]
+    assert stored["ICP_Tier__c"] == "A" and stored["LastModifiedById"] == REP_USER_ID
+    assert stored["ICP_Fit_Score__c"] in (None, "")  # nothing of ours was written over the rep's fill
+
+    second = job.run(config)
+    assert second.pulled == 1 and second.skipped_manual_edits == 1
+    assert records(sb)[rid]["ICP_Tier__c"] == "A"  # still the rep's
+
+
 def test_a_change_made_while_a_rerun_overwrites_is_pulled_next_run(sb, config):
     job.run(config)
     before = expected(config)

@@ -4,6 +4,10 @@ and a profile learned once per session from the same book."""
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -12,6 +16,32 @@ from sync import pipeline
 from sync.config import parse_config
 
 N_ACCOUNTS = 300
+
+
+@contextmanager
+def in_background(sb, fn: Callable[[], Any]) -> Iterator[dict]:
+    """Run `fn()` (a job run) in a thread while the test acts on the sandbox; on leaving the block, release
+    whatever request the sandbox holds, wait for the thread and re-raise its error. `box["value"]` is the
+    result once the block is left."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    box["thread"] = thread
+    thread.start()
+    try:
+        yield box
+    finally:
+        sb.faults.release()
+        thread.join(timeout=300)
+    assert not thread.is_alive()
+    if "error" in box:
+        raise box["error"]
 
 
 def make_config(tmp_path, sb, *, extra: dict | None = None, env: dict | None = None):

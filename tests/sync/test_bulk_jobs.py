@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from sync.config import load_config
 from sync.job import RunOptions
 from sync.state import State
 
-from .conftest import N_ACCOUNTS
+from .conftest import N_ACCOUNTS, in_background
 from .test_job import assert_crm_holds_desired
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,25 +110,9 @@ def test_a_killed_runs_job_is_settled_first_and_nothing_is_written_twice(tmp_pat
 
         # The rerun aborts the dead job before its next chunk (the job stays held until the abort has
         # landed, then the hold is lifted so the rerun's own job can run).
-        outcome: dict = {}
-
-        def rerun() -> None:
-            try:
-                outcome["report"] = job.run(config, policy=fast())
-            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=rerun)
-        thread.start()
-        try:
+        with in_background(sb, lambda: job.run(config, policy=fast())) as outcome:
             assert sb.sf.bulk2.wait_for_state(dead["id"], ("Aborted",), timeout=180)
-        finally:
-            sb.faults.release()
-            thread.join(timeout=300)
-        assert not thread.is_alive()
-        if "error" in outcome:
-            raise outcome["error"]
-        report = outcome["report"]
+        report = outcome["value"]
 
         assert report.settled_bulk_jobs == 1
         assert (report.settled_written, report.settled_failed, report.settled_unprocessed) == (400, 0, 800)
@@ -289,20 +272,10 @@ def test_a_run_killed_after_the_first_of_several_jobs_is_settled_by_the_next(tmp
 
         # The rerun settles the dead job (aborted: open, never closed), then writes the rest in jobs of its
         # own. Each of its uploads is held until the test has seen that job's id in the state.
-        outcome: dict = {}
-
-        def rerun() -> None:
-            try:
-                outcome["report"] = job.run(config, policy=fast())
-            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-                outcome["error"] = exc
-
         sb.faults.hold(only=UPLOAD, after=0)
-        thread = threading.Thread(target=rerun)
-        thread.start()
         checked: list[str] = []
-        try:
-            while thread.is_alive():
+        with in_background(sb, lambda: job.run(config, policy=fast())) as outcome:
+            while outcome["thread"].is_alive():
                 if not sb.faults.wait_parked(1, timeout=0.2):
                     continue  # still working towards its next upload, or done
                 [waiting] = [
@@ -311,13 +284,7 @@ def test_a_run_killed_after_the_first_of_several_jobs_is_settled_by_the_next(tmp
                 assert waiting["id"] in open_jobs(config)
                 checked.append(waiting["id"])
                 sb.faults.hold(only=UPLOAD, after=0)  # lets this upload land; holds the next one
-        finally:
-            sb.faults.release()
-            thread.join(timeout=300)
-        assert not thread.is_alive()
-        if "error" in outcome:
-            raise outcome["error"]
-        report = outcome["report"]
+        report = outcome["value"]
 
         assert report.settled_bulk_jobs == 1
         assert (report.settled_written, report.settled_unprocessed) == (0, dead["uploaded"])

@@ -4,8 +4,6 @@ stopped run never confirmed) is pulled by id on the next run. The real connector
 
 from __future__ import annotations
 
-import threading
-
 import pandas as pd
 import pytest
 
@@ -23,7 +21,7 @@ from tests.connectors.test_salesforce import (  # noqa: F401  (private_key_file 
     settings_for,
 )
 
-from .conftest import N_ACCOUNTS, make_config
+from .conftest import N_ACCOUNTS, in_background, make_config
 from .test_faults import fast
 from .test_job import assert_crm_holds_desired, expected, writes
 
@@ -46,26 +44,10 @@ def run_parked(sb, config, *, only: str, after: int, while_parked) -> job.RunRep
     """Run the job in a thread, park its request number `after + 1` labelled `only`, call `while_parked()`,
     let the request go on and return the run's report."""
     sb.faults.hold(only=only, after=after)
-    done: dict = {}
-
-    def target():
-        try:
-            done["report"] = job.run(config, policy=fast())
-        except BaseException as exc:  # handed to the test thread
-            done["error"] = exc
-
-    runner = threading.Thread(target=target)
-    runner.start()
-    try:
+    with in_background(sb, lambda: job.run(config, policy=fast())) as done:
         assert sb.faults.wait_parked(timeout=120), f"the run never sent request {after + 1} of {only}"
         while_parked()
-    finally:
-        sb.faults.release()
-        runner.join(timeout=300)
-    assert not runner.is_alive()
-    if "error" in done:
-        raise done["error"]
-    return done["report"]
+    return done["value"]
 
 
 def recheck(config) -> list[str]:

@@ -7,7 +7,8 @@ The book is the demo's dirty CRM export (`sync.demo.write_demo`: vendor headers,
 domains) with its deals, generated once into --dir by a child process (so its memory is not counted) and
 reused by later runs; the profile is learned once, untimed (`icp profile learn`). Each timed run is
 `icp score`'s library calls: `load_book` (read + deal aggregates), `read_profile`, `score_book`,
-`write_output` (re-reads the accounts file, guards formula cells, writes), `score_summary`.
+`write_output` (copies the accounts file's plain lines, parses and guards the others, appends the
+score cells), `score_summary`.
 Reported: the median of --repeat runs for each step and end to end (wall and CPU seconds; CPU time is
 less disturbed by other work on the machine), a one-off breakdown of the load step (CSV parsing and
 conforming vs aggregates) and the formula guard alone over every cell of the file, and the peak RSS.

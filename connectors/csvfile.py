@@ -30,8 +30,10 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -282,26 +284,22 @@ def write_scored(
             width += 1
     header = list(layout.headers) + [c for c in SCORE_COLUMNS if targets[c] >= len(layout.headers)]
 
-    # Score cells repeat (a few thousand distinct reasons in a million rows): each distinct value is turned
-    # into text, guarded and quoted once. Per row it is then one id lookup and a take, where position -1 (an
-    # id with no score) picks the trailing "".
     rows = _CsvRows(layout.sep, layout.newline)
-    score_cells = {}
-    for c in SCORE_COLUMNS:
-        codes, uniques = pd.factorize(scores[c])  # NA gets code -1, whose text is the last ""
-        text = rows.encode(_cell_text(pd.Series(uniques, dtype=scores[c].dtype)).tolist()) + [""]
-        score_cells[c] = np.append(np.array(text, dtype=object)[codes], "")
+    cells = _ScoreCells(scores, score_ids, rows)
     scored = 0
     with atomic_text_file(out_path, "utf-8-sig" if layout.bom else "utf-8") as f:
         f.write(rows.text([rows.encode([h]) for h in header]))
-        for chunk in _chunks(layout, chunksize):
-            cells = [rows.encode(_cell_list(chunk.iloc[:, i])) for i in range(chunk.shape[1])]
-            pos = score_ids.get_indexer([x.strip() for x in _cell_list(chunk.iloc[:, id_pos])])
-            scored += int((pos >= 0).sum())
-            cells.extend([[]] * (width - len(cells)))
-            for c in SCORE_COLUMNS:
-                cells[targets[c]] = score_cells[c][pos].tolist()
-            f.write(rows.text(cells))
+        f.flush()  # rows go to the binary buffer below the text layer, after the header (and BOM)
+        start = f.buffer.tell()
+        try:
+            # Most lines of an export are written back as they are: copied, the score cells appended.
+            if width != len(layout.headers) + len(SCORE_COLUMNS):
+                raise _NotPlain  # ICP columns already in the file are overwritten in place: parse it
+            scored = _write_lines(f.buffer, layout, id_pos, rows, cells, chunksize)
+        except _NotPlain:
+            f.buffer.seek(start)
+            f.buffer.truncate()
+            scored = _write_parsed(f.buffer, layout, id_pos, rows, cells, targets, width, chunksize)
         if scored == 0 and len(score_ids):
             # Scores indexed by position instead of account id would otherwise write an unscored copy.
             raise ValueError(
@@ -309,6 +307,250 @@ def write_scored(
                 f"{_quoted(layout.headers[id_pos].strip())}); index scores by account id"
             )
     return scored
+
+
+class _ScoreCells:
+    """The score cells of each account as written: each distinct value turned into text, guarded and quoted
+    once (a few thousand distinct reasons in a million rows), then taken by the row's position in `scores`,
+    where position -1 (an id with no score) takes empty cells."""
+
+    def __init__(self, scores: pd.DataFrame, score_ids: pd.Index, rows: _CsvRows) -> None:
+        self.ids = score_ids
+        # The file's ids usually come in the order scored: a chunk is then checked, not looked up.
+        plain = pd.api.types.infer_dtype(score_ids, skipna=False) == "string"
+        self.in_order = score_ids.to_numpy(dtype=object) if plain else None
+        self.next = 0
+        self.codes, self.texts = [], []
+        for c in SCORE_COLUMNS:
+            codes, uniques = pd.factorize(scores[c])  # NA gets code -1, whose text is the last ""
+            text = rows.encode(_cell_text(pd.Series(uniques, dtype=scores[c].dtype)).tolist()) + [""]
+            self.codes.append(np.append(codes, -1))  # position -1: no score, the last ""
+            self.texts.append(np.array(text, dtype=object))
+        self._row_codes: np.ndarray | None = None
+        self._suffixes: list[bytes] = []
+        self.rows = rows
+
+    def positions(self, ids: list[str]) -> np.ndarray:
+        """Each id's row in `scores`, -1 where it has none."""
+        n, at = len(ids), self.next
+        order = self.in_order
+        if (
+            order is not None
+            and at + n <= len(order)
+            and (order[at : at + n] == np.array(ids, dtype=object)).all()
+        ):
+            self.next = at + n
+            return np.arange(at, at + n)
+        pos = self.ids.get_indexer(ids)
+        if n and pos[-1] >= 0:
+            self.next = int(pos[-1]) + 1
+        return pos
+
+    def columns(self, pos: np.ndarray) -> list[list[str]]:
+        """The score columns of these rows, as text."""
+        return [text[codes[pos]].tolist() for codes, text in zip(self.codes, self.texts, strict=True)]
+
+    def suffixes(self, pos: np.ndarray) -> list[bytes]:
+        """Each row's tail as UTF-8: the separator, the score cells joined, the newline.
+
+        Rows share few distinct tails (the reasons decide), so each distinct tail is built once.
+        """
+        if self._row_codes is None:
+            # One integer per combination of the columns' codes (+1: code -1 is a value too), kept small by
+            # factorising as it grows; each distinct tail is then built from its first row.
+            key = np.zeros(len(self.codes[0]), dtype=np.int64)
+            for codes, text in zip(self.codes, self.texts, strict=True):
+                key = key * (len(text) + 1) + (codes + 1)
+                key, uniques = pd.factorize(key)
+                key = key.astype(np.int64)
+            first = np.empty(len(uniques), dtype=np.int64)
+            first[key[::-1]] = np.arange(len(key) - 1, -1, -1)
+            sep, newline = self.rows.sep, self.rows.newline
+            columns = [
+                text[codes[first]].tolist() for codes, text in zip(self.codes, self.texts, strict=True)
+            ]
+            tails = zip(*columns, strict=True)
+            self._suffixes = [(sep + sep.join(tail) + newline).encode("utf-8") for tail in tails]
+            self._row_codes = key
+        return [self._suffixes[i] for i in self._row_codes[pos].tolist()]
+
+
+class _NotPlain(Exception):
+    """The accounts file is not one `_write_lines` can copy line by line; `_write_parsed` writes it."""
+
+
+def _write_parsed(
+    out: io.BufferedIOBase,
+    layout: _Layout,
+    id_pos: int,
+    rows: _CsvRows,
+    cells: _ScoreCells,
+    targets: Mapping[str, int],
+    width: int,
+    chunksize: int,
+) -> int:
+    """Every row parsed, each cell guarded and quoted as the `csv` module would, the score cells set in place."""
+    scored = 0
+    for chunk in _chunks(layout, chunksize):
+        columns = [rows.encode(_cell_list(chunk.iloc[:, i])) for i in range(chunk.shape[1])]
+        pos = cells.positions([x.strip() for x in _cell_list(chunk.iloc[:, id_pos])])
+        scored += int((pos >= 0).sum())
+        columns.extend([[]] * (width - len(columns)))
+        for c, score_column in zip(SCORE_COLUMNS, cells.columns(pos), strict=True):
+            columns[targets[c]] = score_column
+        out.write(rows.text(columns).encode("utf-8"))
+    return scored
+
+
+_BLOCK_BYTES = 1 << 24  # bytes read at a time by `_write_lines`
+
+
+def _write_lines(
+    out: io.BufferedIOBase, layout: _Layout, id_pos: int, rows: _CsvRows, cells: _ScoreCells, chunksize: int
+) -> int:
+    """The rows with the score cells appended, each line whose text `_write_parsed` would write unchanged
+    copied byte for byte; raises `_NotPlain` (maybe after writing some rows) for a file it cannot copy.
+
+    Such a line has every field, no quote, no cell a spreadsheet would run and no line-end character other
+    than its newline, so parsing and re-quoting would give back its own text (the `csv` module quotes only
+    cells holding the separator, a quote or a line end). Every other line is parsed by pandas, with the
+    header above it, exactly as `_write_parsed` parses it; if pandas then does not find one row per such
+    line (a quoted field across lines) or refuses one, the whole file goes to `_write_parsed`.
+    """
+    sep, newline = layout.sep, layout.newline
+    extra = set(rows.special) - {sep, '"', "\r", "\n"}
+    if layout.skip or len(sep) != 1 or not sep.isascii() or not all(ch.isascii() for ch in extra):
+        raise _NotPlain
+    b_sep, b_nl = sep.encode(), newline.encode()
+    fields = len(layout.headers)
+    formula = np.zeros(256, dtype=bool)
+    formula[[ord(ch) for ch in _FORMULA_START if ch not in ("\r", "\x00", sep)]] = True
+    unsafe = ('"' + "".join(extra)).encode()  # besides "\r" and NUL, which send the file to _write_parsed
+    scored = 0
+    pending: list[bytes] = []
+    pending_ids: list[str] = []
+    with layout.path.open("rb") as f, _writes_behind(out) as write:
+        head = f.readline()
+        header_line = head[3:] if layout.bom else head
+        if (
+            not header_line.endswith(b_nl)
+            or header_line.count(b"\r") != len(b_nl) - 1
+            or b'"' in header_line
+            or header_line.count(b_sep) != fields - 1
+        ):
+            raise _NotPlain
+        for block in _line_blocks(f, b_nl):
+            crlf = block.count(b"\r\n") if newline == "\r\n" else 0
+            if b"\x00" in block or block.count(b"\r") != crlf or (crlf and block.count(b"\n") != crlf):
+                raise _NotPlain
+            try:
+                block.decode("utf-8")  # what pandas would refuse, _write_parsed reports
+            except UnicodeDecodeError:
+                raise _NotPlain from None
+            lines = block.split(b_nl)
+            lines.pop()  # the empty text after the last newline
+            odd = _odd_lines(block, b_sep, fields, formula, unsafe)
+            if id_pos == 0:
+                raw_ids = [x.partition(b_sep)[0] for x in lines]
+            else:
+                raw_ids = [
+                    x.split(b_sep, id_pos + 1)[id_pos] if x.count(b_sep) >= id_pos else b"" for x in lines
+                ]
+            ids = [x.strip() for x in b"\n".join(raw_ids).decode("utf-8").split("\n")]
+            if len(odd):
+                _parse_odd_lines(lines, ids, odd, header_line, layout, id_pos, rows)
+            pending += lines
+            pending_ids += ids
+            while len(pending) >= chunksize:
+                scored += _append_scores(write, pending[:chunksize], pending_ids[:chunksize], rows, cells)
+                del pending[:chunksize], pending_ids[:chunksize]
+        if pending:
+            scored += _append_scores(write, pending, pending_ids, rows, cells)
+    return scored
+
+
+def _line_blocks(f: io.BufferedIOBase, newline: bytes) -> Iterator[bytes]:
+    """The rest of the file in blocks of whole lines, each ending with a newline (one is added at the end)."""
+    rest = b""
+    while True:
+        data = f.read(_BLOCK_BYTES)
+        if not data:
+            break
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if cut:
+            yield data[:cut]
+    if rest:
+        yield rest + newline
+
+
+def _odd_lines(block: bytes, sep: bytes, fields: int, formula: np.ndarray, unsafe: bytes) -> np.ndarray:
+    """The lines of a block that cannot be copied as they are: a byte of `unsafe` (a quote), other than
+    `fields` fields, or a cell whose first byte is in the `formula` table (as `_guard` looks at it)."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(a == ord("\n"))
+    seps = np.flatnonzero(a == sep[0])
+    odd = np.diff(np.searchsorted(seps, ends), prepend=0) != fields - 1
+    # A cell starts at a line start or after a separator (never past the block, which ends with a newline).
+    starts = np.concatenate(([0], ends[:-1] + 1, seps + 1))
+    risky = [starts[formula[a[starts]]]]
+    risky += [np.flatnonzero(a == code) for code in unsafe]
+    odd[np.searchsorted(ends, np.concatenate(risky))] = True
+    return np.flatnonzero(odd)
+
+
+def _parse_odd_lines(
+    lines: list[bytes],
+    ids: list[str],
+    odd: np.ndarray,
+    header_line: bytes,
+    layout: _Layout,
+    id_pos: int,
+    rows: _CsvRows,
+) -> None:
+    """Replace the odd lines by their text as `_write_parsed` writes it, and their ids by the parsed ids."""
+    at = odd.tolist()
+    text = header_line + b"".join(lines[i] + b"\n" for i in at)
+    try:
+        with _translated(layout):
+            chunk = pd.read_csv(io.BytesIO(text), sep=layout.sep, **{**_READ_OPTIONS, "dtype": object})
+    except BookError:
+        raise _NotPlain from None
+    if len(chunk) != len(at) or chunk.shape[1] != len(layout.headers):
+        raise _NotPlain  # a quoted field spans lines, or a blank line was dropped
+    columns = [rows.encode(_cell_list(chunk.iloc[:, i])) for i in range(chunk.shape[1])]
+    parsed_ids = [x.strip() for x in _cell_list(chunk.iloc[:, id_pos])]
+    sep = rows.sep
+    for i, line, id_ in zip(at, zip(*columns, strict=True), parsed_ids, strict=True):
+        lines[i] = sep.join(line).encode("utf-8")
+        ids[i] = id_
+
+
+def _append_scores(
+    write: Callable[[bytes], object], lines: list[bytes], ids: list[str], rows: _CsvRows, cells: _ScoreCells
+) -> int:
+    pos = cells.positions(ids)
+    write(rows.data(lines, cells.suffixes(pos)))
+    return int((pos >= 0).sum())
+
+
+@contextlib.contextmanager
+def _writes_behind(out: io.BufferedIOBase) -> Iterator[Callable[[bytes], None]]:
+    """A `write` that returns at once: one thread writes a chunk (the system call releases the GIL) while the
+    next is built. At most one write is in flight, a failed one raises at the next write or at the end, and
+    leaving, even by an error, waits for the write in flight."""
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="icp-csv-write") as pool:
+
+        def write(data: bytes) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(out.write, data))
+
+        yield write
+        if pending:
+            pending.pop().result()
 
 
 def write_frame(frame: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
@@ -428,6 +670,10 @@ class _CsvRows:
             search = self.needs_quotes.search
             cells = ['"' + x.replace('"', '""') + '"' if search(x) else x for x in cells]
         return cells
+
+    def data(self, lines: list[bytes], tails: list[bytes]) -> bytes:
+        """Rows already encoded as UTF-8: each line followed by its tail, which ends with the newline."""
+        return b"".join(chain.from_iterable(zip(lines, tails, strict=True)))
 
     def text(self, columns: Sequence[list[str]]) -> str:
         """The lines for these encoded columns (lists of equal length), each line ending with the newline."""
@@ -684,23 +930,44 @@ def _named(
     chunk: pd.DataFrame, mapping: Mapping[str, int], layout: _Layout
 ) -> tuple[pd.DataFrame, pd.Series]:
     """The mapped columns under their canonical names, without blank rows, and each row's spreadsheet number."""
-    # A blank line (or a row of empty cells) is not a record; its number still counts, as in a spreadsheet.
-    # Only rows whose first cell is empty can be blank, so only those are looked at whole.
-    keep = np.ones(len(chunk), dtype=bool)
-    maybe = np.flatnonzero(chunk.iloc[:, 0].to_numpy(dtype=object) == "")
-    if len(maybe):
-        keep[maybe] = ~chunk.iloc[maybe].eq("").all(axis=1).to_numpy(dtype=bool)
+    keep = _not_blank(chunk)
     named = pd.DataFrame(
         {key: chunk.iloc[keep, pos] for key, pos in mapping.items()}, index=chunk.index[keep]
     )
     return named, pd.Series(named.index.to_numpy() + 2 + layout.skip, index=named.index)
 
 
+def _not_blank(chunk: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows that are records: a blank line (or a row of empty cells) is not one, though its number
+    still counts, as in a spreadsheet. Only rows whose first cell is empty can be blank, so only those are
+    looked at whole."""
+    keep = np.ones(len(chunk), dtype=bool)
+    maybe = np.flatnonzero(chunk.iloc[:, 0].to_numpy(dtype=object) == "")
+    if len(maybe):
+        keep[maybe] = ~chunk.iloc[maybe].eq("").all(axis=1).to_numpy(dtype=bool)
+    return keep
+
+
 def _read_mapped(layout: _Layout, mapping: Mapping[str, int]) -> tuple[pd.DataFrame, pd.Series]:
-    parts = [_named(chunk, mapping, layout) for chunk in _chunks(layout)]
-    if not parts:
+    """`_named` over the whole file: the chunks' columns are joined column by column (joining the chunks'
+    frames costs several times more)."""
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in mapping}
+    kept: list[np.ndarray] = []
+    for chunk in _chunks(layout):
+        keep = _not_blank(chunk)
+        everything = bool(keep.all())
+        kept.append(chunk.index.to_numpy()[keep])
+        for key, pos in mapping.items():
+            column = chunk.iloc[:, pos].to_numpy(dtype=object)
+            parts[key].append(column if everything else column[keep])
+    if not kept:
         return pd.DataFrame({key: pd.Series(dtype="string") for key in mapping}), pd.Series(dtype="int64")
-    return pd.concat([p[0] for p in parts]), pd.concat([p[1] for p in parts])
+    index = pd.Index(np.concatenate(kept))
+    named = pd.DataFrame(
+        {key: pd.Series(np.concatenate(arrays), index=index, dtype=object) for key, arrays in parts.items()},
+        index=index,
+    )
+    return named, pd.Series(index.to_numpy() + 2 + layout.skip, index=index)
 
 
 def _conform(

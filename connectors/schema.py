@@ -128,6 +128,8 @@ _ISO_DATETIME_RE = re.compile(
 # Possessive groups (?:...)?+ never give "www." back, so "www.com" is not read as the host "www.com" here
 # (the step-by-step rewriting makes it "com", no host).
 _PLAIN_URL_RE = re.compile(r"(?:[a-z][a-z0-9+.\-]*://)?+(?:www\d*\.)?+(" + _BARE_HOST + r")(?:[/?#].*)?")
+# The same over a text of one cell per line: group 1 is the host, or "" for a line that is not a plain URL.
+_PLAIN_URL_LINES_RE = re.compile(r"^(?:" + _PLAIN_URL_RE.pattern + r"|.*)$", re.MULTILINE)
 _HOST_REWRITES = tuple(
     re.compile(p)
     for p in (
@@ -361,26 +363,41 @@ def normalize_domain(raw: pd.Series) -> Parsed:
 
     A cell that is not a host name afterwards (no dot, spaces, several domains in one cell) is unparseable.
     """
-    # Domains rarely repeat, so each cell is read once, in one pass: most are a bare host ("acme.com") or a
-    # plain URL ("https://www.acme.com/about"), which one regex settles; only the others are rewritten step
-    # by step (_host_of).
-    fast = _PLAIN_URL_RE.fullmatch
-    values: list[str | None] = []
-    bad: list[bool] = []
-    for cell in _cells(raw).tolist():
-        low = None if cell is None else cell.strip().lower()
-        if low is None or low in NA_TOKENS:
-            values.append(None)
-            bad.append(False)
-            continue
-        m = fast(low)
-        host = m.group(1) if m else _host_of(low)
-        values.append(host)
-        bad.append(host is None)
+    # Domains rarely repeat, so each cell is read once: most are a bare host ("acme.com") or a plain URL
+    # ("https://www.acme.com/about"), which one regex settles, run over the whole column as one text (a line
+    # per cell); only the others are rewritten step by step (_host_of).
+    cells = _cells(raw)
+    missing = pd.isna(cells)
+    if missing.any():
+        cells = np.where(missing, "", cells)  # "" is a placeholder, as NA is: missing, not unparseable
+    text = "\n".join(map(str.strip, cells.tolist())).lower()
+    hosts: list[str] = []
+    one_per_line = text.count("\n") == len(cells) - 1
+    if one_per_line:
+        hosts = _PLAIN_URL_LINES_RE.findall(text)  # "" where the line is not a plain URL
+        one_per_line = len(hosts) == len(cells)
+    if not one_per_line:  # a cell holding a line break: one cell at a time
+        hosts = [_plain_host(cell.strip().lower()) for cell in cells.tolist()]
+    values = np.array(hosts, dtype=object)
+    bad = np.zeros(len(values), dtype=bool)
+    others = np.flatnonzero(values == "")
+    if len(others):
+        lows = text.split("\n") if one_per_line else [cell.strip().lower() for cell in cells.tolist()]
+        for i in others.tolist():
+            low = lows[i]
+            host = None if low in NA_TOKENS else _host_of(low)
+            values[i] = host
+            bad[i] = host is None and low not in NA_TOKENS
     return Parsed(
         pd.Series(pd.array(values, dtype=TEXT_DTYPE), index=raw.index),
-        pd.Series(np.array(bad, dtype=bool), index=raw.index),
+        pd.Series(bad, index=raw.index),
     )
+
+
+def _plain_host(low: str) -> str:
+    """The host of a bare host or plain URL, "" for any other cell."""
+    m = _PLAIN_URL_RE.fullmatch(low)
+    return m.group(1) if m else ""
 
 
 def _host_of(low: str) -> str | None:

@@ -490,16 +490,20 @@ def test_a_failed_replace_leaves_the_previous_output_and_no_temp_file(tmp_path, 
 def test_a_crash_mid_write_leaves_the_previous_output(tmp_path, monkeypatch):
     src = _write(tmp_path / "a.csv", "id,name\n" + "".join(f"A{i},n{i}\n" for i in range(10)))
     out = _write(tmp_path / "out.csv", "previous run\n")
-    real_text = csvfile._CsvRows.text
     calls = []
 
-    def text_then_crash(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # header and one chunk are already in the temporary file
-            raise KeyboardInterrupt
-        return real_text(self, *args, **kwargs)
+    def crash_on_third(real):
+        def then_crash(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:  # header and one chunk are already in the temporary file
+                raise KeyboardInterrupt
+            return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(csvfile._CsvRows, "text", text_then_crash)
+        return then_crash
+
+    # The header is joined by `text`, rows copied line by line by `data` (parsed rows by `text`).
+    for method in ("text", "data"):
+        monkeypatch.setattr(csvfile._CsvRows, method, crash_on_third(getattr(csvfile._CsvRows, method)))
     with pytest.raises(KeyboardInterrupt):
         write_scored(src, out, _scores([f"A{i}" for i in range(10)]), chunksize=4)
     assert len(calls) == 3
@@ -547,6 +551,53 @@ def test_columnar_writer_and_guard_equal_to_csv_with_the_regex_guard(rows, width
         pd.testing.assert_series_equal(
             csvfile.neutralize_formulas(frame[column]), _reference_guard(frame[column])
         )
+
+
+def _parse_every_row(*args, **kwargs):
+    raise csvfile._NotPlain
+
+
+_LINE_CELLS = st.text(alphabet=st.sampled_from(list("=+-@\t\r\n\x00,;\"' a1.éŁ")), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["A1", "A2", " A3", "A4", "A9", "-1", '"A2"']),
+            st.lists(_LINE_CELLS, max_size=4),
+        ),
+        max_size=8,
+    ),
+    sep=st.sampled_from([",", ";", "\t"]),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    chunksize=st.integers(1, 4),
+)
+def test_copying_lines_writes_what_parsing_every_row_writes(
+    rows, sep, newline, bom, chunksize, tmp_path_factory
+):
+    # Lines are written raw, quotes and all, so some are odd on purpose: short, long, quoted across lines.
+    lines = [sep.join([i, *cells]) for i, cells in rows]
+    text = sep.join(["id", "name", "x"]) + newline + "".join(line + newline for line in lines)
+    directory = tmp_path_factory.mktemp("lines")
+    src = _write(directory / "a.csv", text, encoding="utf-8-sig" if bom else "utf-8")
+    scores = _scores(["A2", "A1", "A3", "A4"], icp_reasons=["+ a", "b, c", 'say "x"', "=1"])
+
+    def written(parse_every_row: bool) -> bytes | str:
+        real = csvfile._write_lines
+        if parse_every_row:
+            csvfile._write_lines = _parse_every_row
+        try:
+            out = directory / f"out-{parse_every_row}.csv"
+            n = write_scored(src, out, scores, chunksize=chunksize)
+            return out.read_bytes() + f"|{n}".encode()
+        except (BookError, ValueError, AttributeError) as e:
+            return f"{type(e).__name__}: {e}"
+        finally:
+            csvfile._write_lines = real
+
+    assert written(parse_every_row=False) == written(parse_every_row=True)
 
 
 @settings(max_examples=100)

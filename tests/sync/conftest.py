@@ -44,6 +44,15 @@ def in_background(sb, fn: Callable[[], Any]) -> Iterator[dict]:
         raise box["error"]
 
 
+def session_env(sb) -> dict[str, str]:
+    """The secrets that point the real connector at the sandbox's Salesforce (an existing session)."""
+    return {
+        "SF_INSTANCE_URL": sb.salesforce.instance_url,
+        "SF_ACCESS_TOKEN": sb.salesforce.access_token,
+        "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
+    }
+
+
 def make_config(tmp_path, sb, *, extra: dict | None = None, env: dict | None = None):
     raw = {
         "crm": {"kind": "salesforce"},
@@ -52,15 +61,7 @@ def make_config(tmp_path, sb, *, extra: dict | None = None, env: dict | None = N
     }
     for key, value in (extra or {}).items():
         raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
-    secrets = (
-        {
-            "SF_INSTANCE_URL": sb.salesforce.instance_url,
-            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-        }
-        if env is None
-        else env
-    )
+    secrets = session_env(sb) if env is None else env
     return parse_config(raw, path=tmp_path / "icp.toml", env=secrets)
 
 

@@ -30,7 +30,7 @@ from sync.config import load_config
 from sync.job import RunOptions
 from sync.state import State
 
-from .conftest import N_ACCOUNTS, in_background
+from .conftest import N_ACCOUNTS, in_background, session_env
 from .test_job import assert_crm_holds_desired
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,11 +68,7 @@ def test_a_killed_runs_job_is_settled_first_and_nothing_is_written_twice(tmp_pat
             '[crm]\nkind = "salesforce"\n[salesforce]\nbulk_threshold = 1\n'
             "[sync]\nmax_change_ratio = 1.0\nlookback_minutes = 0\n"
         )
-        secrets = {
-            "SF_INSTANCE_URL": sb.salesforce.instance_url,
-            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-        }
+        secrets = session_env(sb)
         config = load_config(path, env=secrets)
 
         # The first run: its job writes two chunks, then the sandbox holds it there, running, while the
@@ -232,11 +228,7 @@ def test_a_run_killed_after_the_first_of_several_jobs_is_settled_by_the_next(tmp
             f'[crm]\nkind = "salesforce"\n[salesforce]\nbulk_threshold = 1\nbulk_upload_bytes = {limit}\n'
             "[sync]\nmax_change_ratio = 1.0\nlookback_minutes = 0\n"
         )
-        secrets = {
-            "SF_INSTANCE_URL": sb.salesforce.instance_url,
-            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-        }
+        secrets = session_env(sb)
         config = load_config(path, env=secrets)
         assert config.salesforce.bulk_upload_bytes == limit
 

@@ -14,7 +14,7 @@ from sandbox import Sandbox
 from sync.cli import EXIT_MEANINGS, main
 from sync.state import State
 
-from .conftest import N_ACCOUNTS
+from .conftest import N_ACCOUNTS, session_env
 
 
 def icp(*args, env=None):
@@ -40,11 +40,7 @@ def setup(tmp_path, sb, learned_profile):
     shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
     path = tmp_path / "icp.toml"
     path.write_text(CONFIG)
-    env = {
-        "SF_INSTANCE_URL": sb.salesforce.instance_url,
-        "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-        "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-    }
+    env = session_env(sb)
     return path, env
 
 

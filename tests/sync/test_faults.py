@@ -17,7 +17,7 @@ from sync import job
 from sync.job import JobStopped, RunOptions
 from sync.state import State
 
-from .conftest import N_ACCOUNTS, make_config
+from .conftest import N_ACCOUNTS, make_config, session_env
 from .test_job import assert_crm_holds_desired, writes
 
 
@@ -179,12 +179,7 @@ def test_killed_mid_apply_then_rerun_leaves_the_crm_exact(tmp_path, learned_prof
         (tmp_path / "icp.toml").write_text(
             '[crm]\nkind = "salesforce"\n[salesforce]\nbulk_threshold = 100000\n[sync]\nmax_change_ratio = 1.0\nlookback_minutes = 0\n'
         )
-        env = {
-            **os.environ,
-            "SF_INSTANCE_URL": sb.salesforce.instance_url,
-            "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-            "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-        }
+        env = {**os.environ, **session_env(sb)}
         err_file = tmp_path / "killed-run.err"
         with err_file.open("wb") as err:
             proc = subprocess.Popen(

@@ -18,7 +18,7 @@ from sync.cli import main
 from sync.config import load_config
 from sync.state import State
 
-from .conftest import N_ACCOUNTS, make_config
+from .conftest import N_ACCOUNTS, make_config, session_env
 from .test_job import assert_crm_holds_desired
 
 
@@ -36,14 +36,6 @@ def password_env(sb: Sandbox) -> dict[str, str]:
         "SF_PASSWORD": sb.salesforce.password,
         "SF_SECURITY_TOKEN": sb.salesforce.security_token,
         "SF_LOGIN_URL": sb.salesforce.login_url,
-        "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-    }
-
-
-def session_env(sb: Sandbox) -> dict[str, str]:
-    return {
-        "SF_INSTANCE_URL": sb.salesforce.instance_url,
-        "SF_ACCESS_TOKEN": sb.salesforce.access_token,
         "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
     }
 

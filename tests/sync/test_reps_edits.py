@@ -23,6 +23,7 @@ from sync.config import load_config
 from sync.job import RunOptions, StateWithoutHistory
 from sync.state import State
 
+from .conftest import session_env
 from .test_faults import fast
 from .test_job import writes
 
@@ -39,11 +40,7 @@ lookback_minutes = 0
 def _setup(tmp_path, sb, learned_profile, extra: str = "") -> tuple[dict, object]:
     shutil.copy(learned_profile, tmp_path / "icp-profile.toml")
     (tmp_path / "icp.toml").write_text(CONFIG + extra)
-    env = {
-        "SF_INSTANCE_URL": sb.salesforce.instance_url,
-        "SF_ACCESS_TOKEN": sb.salesforce.access_token,
-        "SF_CA_BUNDLE": sb.salesforce.ca_bundle,
-    }
+    env = session_env(sb)
     return env, load_config(tmp_path / "icp.toml", env=env)
 
 

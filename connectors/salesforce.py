@@ -840,9 +840,13 @@ class SalesforceConnector:
 
     # -- writes ---------------------------------------------------------------------------------------
     def batch_size(self, n_changes: int) -> int:
-        """The lot above `bulk_threshold` (one write, as many Bulk API 2.0 jobs as `_bulk_uploads` cuts),
-        else one Collections call per 200."""
-        return max(n_changes, 1) if n_changes > self.settings.bulk_threshold else COLLECTION_SIZE
+        """Above `bulk_threshold`, one Bulk API 2.0 job's worth (`bulk_job_records`; `_bulk_uploads` still
+        cuts a write whose CSV would pass `bulk_upload_bytes`), so the engine re-reads and checks each job's
+        records right before that job rather than all of them before the first; else one Collections call
+        per 200. A remainder at or below `bulk_threshold` goes through Collections, as any small write."""
+        if n_changes > self.settings.bulk_threshold:
+            return max(min(n_changes, self.settings.bulk_job_records), 1)
+        return COLLECTION_SIZE
 
     def write(
         self, changes: pd.DataFrame, *, on_job: Callable[[str], None] | None = None

@@ -23,7 +23,7 @@ from sync.config import load_config
 from sync.job import RunOptions, StateWithoutHistory
 from sync.state import State
 
-from .conftest import session_env
+from .conftest import in_background, session_env
 from .test_faults import fast
 from .test_job import writes
 
@@ -127,6 +127,37 @@ def test_edits_made_while_a_run_writes_are_kept_and_reported(tmp_path, learned_p
         assert report.written == len(planned) - len(reps)
         nxt = job.run(config, RunOptions(full=True), policy=fast())
         assert nxt.written == 0 and nxt.skipped_manual_edits == len(reps)  # still theirs, still reported
+
+
+def test_each_bulk_job_re_reads_its_own_records_right_before_it_is_sent(tmp_path, learned_profile):
+    n = 1000
+    with Sandbox(accounts=n, seed=7, with_icp_fields=True) as sb:
+        bulk = "[salesforce]\nbulk_threshold = 50\nbulk_job_records = 200\n"
+        tiers = "[scoring.tiers]\na = 95\nb = 90\nc = 85\n"
+        env, first_config = _setup(tmp_path, sb, learned_profile, tiers)
+        assert job.run(first_config, policy=fast()).written == n
+        text = CONFIG.replace("[salesforce]\nbulk_threshold = 100000\n", bulk)
+        (tmp_path / "icp.toml").write_text(text)
+        config = load_config(tmp_path / "icp.toml", env=env)
+        preview = job.run(config, RunOptions(dry_run=True), policy=fast())
+        planned = pd.read_csv(preview.files["plan_csv"], dtype=str)
+        assert set(planned["kind"]) == {"update"} and len(planned) > 405, len(planned)
+        late = list(planned["record_id"][400:405])  # the third job's (jobs of 200, in plan order)
+
+        # Parked: the second job's upload. The third job's records are edited meanwhile; they are re-read
+        # right before the third job, so the edits are seen and kept (one re-read before the first job of the
+        # lot would have missed them).
+        sb.faults.hold(only="sf.bulk2.ingest.upload", after=1)
+        with in_background(sb, lambda: job.run(config, policy=fast())) as done:
+            assert sb.faults.wait_parked(timeout=60), "the run never reached its second job"
+            reps = {rid: f"rep note {i}" for i, rid in enumerate(late)}
+            for rid, note in reps.items():
+                sb.sf.edit("Account", rid, {"ICP_Reasons__c": note})
+        report = done["value"]
+        stored = {r["Id"]: r["ICP_Reasons__c"] for r in sb.sf.records("Account")}
+        assert {rid: stored[rid] for rid in reps} == reps
+        assert report.edited_during_run == len(reps) and report.written == len(planned) - len(reps)
+        assert report.write_calls >= len(planned) // 200  # one Bulk job per 200 records
 
 
 def test_a_lost_state_stops_before_writing_and_says_how_to_go_on(tmp_path, learned_profile):

@@ -250,7 +250,11 @@ def run(
                 )
                 return _finish(state, report, "dry-run", t0, connector, config)
 
-            book_total = len(accounts) if full or targeted else max(connector.count_accounts(), len(accounts))
+            # The cap's base is the book, also for a targeted rescore (one id is not 100% of anything): a
+            # full pull holds the book; otherwise the CRM counts it (one call).
+            book_total = (
+                len(accounts) if full and not targeted else max(connector.count_accounts(), len(accounts))
+            )
             ratio = the_plan.updates / book_total if book_total else 0.0
             report.change_ratio = round(ratio, 4)
             if ratio > config.sync.max_change_ratio and not options.force:

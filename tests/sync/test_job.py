@@ -204,6 +204,16 @@ def test_safety_cap_stops_a_mass_rewrite_unless_forced(sb, config):
     assert_crm_holds_desired(sb, config)
 
 
+def test_a_targeted_rescore_is_capped_against_the_book_not_the_selection(sb, config):
+    job.run(config)
+    rid = next(iter(accounts(sb)))
+    sb.sf.edit("Account", rid, {"Industry": "Logistics", "BillingCountry": "DE", "NumberOfEmployees": 600})
+    report = job.run(config, RunOptions(ids=[rid]))  # 1 of the book, not 1 of 1 (= 100%)
+    assert report.mode == "targeted" and report.pulled == 1 and report.written == 1
+    assert report.change_ratio == round(1 / N_ACCOUNTS, 4)
+    assert_crm_holds_desired(sb, config)
+
+
 def test_bulk_api_writes_take_a_constant_number_of_calls(sb, config):
     cfg = dataclasses.replace(config, salesforce=dataclasses.replace(config.salesforce, bulk_threshold=50))
     report = job.run(cfg)

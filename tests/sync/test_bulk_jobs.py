@@ -18,6 +18,8 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +60,20 @@ def open_jobs(config) -> list[str]:
         return st.open_bulk_jobs(KEY)
 
 
+@contextmanager
+def run_process(config_path: Path, secrets: dict, log_path: Path) -> Iterator[subprocess.Popen]:
+    """The nightly job (`job.run`) in a child process of its own, so a test can SIGKILL it; output to log_path."""
+    code = "import sys; from sync import job; from sync.config import load_config; job.run(load_config(sys.argv[1]))"
+    with log_path.open("wb") as log:
+        yield subprocess.Popen(
+            [sys.executable, "-c", code, str(config_path)],
+            cwd=ROOT,
+            env={**os.environ, **secrets},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 # -- (a) a run killed while its job is in flight --------------------------------------------------------------
 def test_a_killed_runs_job_is_settled_first_and_nothing_is_written_twice(tmp_path, learned_profile):
     n = 1200  # six chunks of 200
@@ -74,15 +90,7 @@ def test_a_killed_runs_job_is_settled_first_and_nothing_is_written_twice(tmp_pat
         # The first run: its job writes two chunks, then the sandbox holds it there, running, while the
         # run polls it. Then the run is killed.
         sb.faults.hold(only=CHUNK, after=2)
-        code = "import sys; from sync import job; from sync.config import load_config; job.run(load_config(sys.argv[1]))"
-        with (tmp_path / "killed-run.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(path)],
-                cwd=ROOT,
-                env={**os.environ, **secrets},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        with run_process(path, secrets, tmp_path / "killed-run.log") as proc:
             try:
                 assert sb.faults.wait_parked(1, timeout=180), (tmp_path / "killed-run.log").read_text()
                 [dead] = sb.sf.bulk2.ingest_jobs()
@@ -235,16 +243,8 @@ def test_a_run_killed_after_the_first_of_several_jobs_is_settled_by_the_next(tmp
         # The first run: its first job goes through; the sandbox takes the second job's upload and holds it
         # there, unanswered. The job's id is already in the state. Then the run is killed.
         sb.faults.hold(only=UPLOAD, after=1)
-        code = "import sys; from sync import job; from sync.config import load_config; job.run(load_config(sys.argv[1]))"
         log_path = tmp_path / "killed-run.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(path)],
-                cwd=ROOT,
-                env={**os.environ, **secrets},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        with run_process(path, secrets, log_path) as proc:
             try:
                 assert sb.faults.wait_parked(1, timeout=180), log_path.read_text()
                 first, second = sb.sf.bulk2.ingest_jobs()
